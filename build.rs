@@ -1,0 +1,214 @@
+//! Compiles the native core (C++17) and the backends selected by features
+//! into one static library, `libferrometal.a`, and links it.
+//!
+//! Environment:
+//! - `CUDA_HOME` / `CUDA_PATH` (or `nvcc` on `PATH`): the toolkit for `cuda`.
+//! - `FERROMETAL_LIB_DIR`: link an already built `libferrometal.a` from this
+//!   directory instead of compiling (e.g. one made by native/CMakeLists.txt).
+//! - `FERROMETAL_WERROR=1`: turn C++ warnings into errors (CI sets it).
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+#[cfg(feature = "bindgen")]
+#[path = "build_support/bindings.rs"]
+mod bindings;
+
+fn main() {
+    let root =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let native = root.join("native");
+    let include = native.join("include");
+    let cuda = env::var_os("CARGO_FEATURE_CUDA").is_some();
+    let metal = env::var_os("CARGO_FEATURE_METAL").is_some();
+
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=build_support/bindings.rs");
+    println!(
+        "cargo:rerun-if-changed={}",
+        include.join("ferrometal.h").display()
+    );
+    for var in [
+        "CUDA_HOME",
+        "CUDA_PATH",
+        "FERROMETAL_LIB_DIR",
+        "FERROMETAL_WERROR",
+    ] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    // Dependent crates find the header through DEP_FERROMETAL_INCLUDE.
+    println!("cargo:include={}", include.display());
+
+    #[cfg(feature = "bindgen")]
+    regenerate_bindings(&root, &include);
+
+    if metal && env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("macos") {
+        eprintln!("error: feature `metal` needs macOS (Metal exists only on Apple systems)");
+        std::process::exit(1);
+    }
+    let cuda_home = cuda.then(find_cuda);
+
+    if let Some(dir) = env::var_os("FERROMETAL_LIB_DIR") {
+        println!(
+            "cargo:rustc-link-search=native={}",
+            Path::new(&dir).display()
+        );
+        println!("cargo:rustc-link-lib=static=ferrometal");
+        println!("cargo:rustc-link-lib=stdc++");
+    } else {
+        compile_native(&native, &include, cuda_home.as_deref(), metal);
+    }
+    if let Some(home) = &cuda_home {
+        link_cuda(home);
+    }
+    if metal {
+        for framework in [
+            "Metal",
+            "MetalPerformanceShaders",
+            "MetalPerformanceShadersGraph",
+            "Foundation",
+        ] {
+            println!("cargo:rustc-link-lib=framework={framework}");
+        }
+    }
+}
+
+/// Source files of `dir` with extension `ext`, sorted, each watched.
+fn sources(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.extension().is_some_and(|e| e == ext) || path.extension().is_some_and(|e| e == "h")
+        })
+        .collect();
+    files.sort();
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+    files.retain(|path| path.extension().is_some_and(|e| e == ext));
+    files
+}
+
+fn werror() -> bool {
+    env::var("FERROMETAL_WERROR").is_ok_and(|v| v == "1")
+}
+
+/// Native code is always optimised: a debug build of the kernels would make
+/// `cargo test` (without --release) uselessly slow.
+fn opt_level() -> u32 {
+    env::var("OPT_LEVEL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+        .max(2)
+}
+
+fn compile_native(native: &Path, include: &Path, cuda_home: Option<&Path>, metal: bool) {
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .std("c++17")
+        .opt_level(opt_level())
+        .include(include)
+        .include(native.join("core"))
+        .flag("-Wall")
+        .flag("-Wextra")
+        .warnings_into_errors(werror())
+        .files(sources(&native.join("core"), "cpp"))
+        .files(sources(&native.join("cpu"), "cpp"));
+    if let Some(home) = cuda_home {
+        build.define("FM_WITH_CUDA", None);
+        build.objects(compile_cuda(native, include, home));
+    }
+    if metal {
+        build.define("FM_WITH_METAL", None);
+        let mut objc = cc::Build::new();
+        objc.cpp(true)
+            .std("c++17")
+            .opt_level(opt_level())
+            .include(include)
+            .include(native.join("core"))
+            .define("FM_WITH_METAL", None)
+            .flag("-x")
+            .flag("objective-c++")
+            .flag("-fobjc-arc")
+            .flag("-Wall")
+            .flag("-Wextra")
+            .warnings_into_errors(werror())
+            .files(sources(&native.join("metal"), "mm"));
+        build.objects(objc.compile_intermediates());
+    }
+    build.compile("ferrometal");
+    println!("cargo:rustc-link-lib=pthread");
+}
+
+/// nvcc objects, merged into libferrometal.a so link order never matters.
+fn compile_cuda(native: &Path, include: &Path, home: &Path) -> Vec<PathBuf> {
+    let mut build = cc::Build::new();
+    build
+        .cuda(true)
+        .compiler(home.join("bin").join("nvcc"))
+        .std("c++17")
+        .opt_level(opt_level())
+        .include(include)
+        .include(native.join("core"))
+        .define("FM_WITH_CUDA", None)
+        // Hopper (H100/H200) machine code, plus PTX so newer GPUs can JIT it.
+        .flag("-gencode=arch=compute_90,code=sm_90")
+        .flag("-gencode=arch=compute_90,code=compute_90")
+        .flag("-Xcompiler=-Wall,-Wextra")
+        .warnings_into_errors(werror())
+        .files(sources(&native.join("cuda"), "cu"));
+    build.compile_intermediates()
+}
+
+/// CUDA_HOME, then CUDA_PATH, then the toolkit around `nvcc` on PATH.
+fn find_cuda() -> PathBuf {
+    let candidates = ["CUDA_HOME", "CUDA_PATH"]
+        .iter()
+        .filter_map(|var| env::var_os(var).map(PathBuf::from))
+        .chain(env::var_os("PATH").into_iter().flat_map(|paths| {
+            env::split_paths(&paths)
+                .filter(|dir| dir.join("nvcc").is_file())
+                .filter_map(|dir| dir.parent().map(Path::to_path_buf))
+                .collect::<Vec<_>>()
+        }));
+    for home in candidates {
+        if home.join("bin").join("nvcc").is_file() {
+            return home;
+        }
+    }
+    eprintln!(
+        "error: feature `cuda` needs the CUDA toolkit: set CUDA_HOME (or CUDA_PATH) to a directory \
+         with bin/nvcc, or put nvcc on PATH (scripts/install-cuda-toolkit.sh installs one from PyPI)"
+    );
+    std::process::exit(1);
+}
+
+fn link_cuda(home: &Path) {
+    for lib in ["lib64", "lib", "lib/x64"] {
+        let dir = home.join(lib);
+        if dir.is_dir() {
+            println!("cargo:rustc-link-search=native={}", dir.display());
+        }
+    }
+    println!("cargo:rustc-link-lib=static=cudart_static");
+    println!("cargo:rustc-link-lib=cublas");
+    println!("cargo:rustc-link-lib=cublasLt");
+    println!("cargo:rustc-link-lib=dl");
+    println!("cargo:rustc-link-lib=rt");
+}
+
+#[cfg(feature = "bindgen")]
+fn regenerate_bindings(root: &Path, include: &Path) {
+    let generated =
+        bindings::generate(&include.join("ferrometal.h")).unwrap_or_else(|e| panic!("{e}"));
+    let target = root.join("src").join("sys").join("bindings.rs");
+    if fs::read_to_string(&target).ok().as_deref() != Some(generated.as_str()) {
+        fs::write(&target, generated)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", target.display()));
+    }
+}

@@ -1,0 +1,101 @@
+// The interface every backend implements (ggml-backend style: an interface
+// struct of function pointers plus an opaque context). The core dispatches
+// through it and handles the edge cases once (zero sizes, bounds, dtype
+// checks, cross-device copies, synchronous calls), so each backend stays
+// small. The core never includes a backend's header; backends include this.
+//
+// Members may throw fm::Error (see error.h); the ABI guard turns that into a
+// status. Members marked "optional" may be null; backend.cpp supplies the
+// default behaviour.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "ferrometal.h"
+
+namespace fm {
+
+// Raw memory of a device: a backend either hands out raw allocations that
+// the core's CachingPool (pool.h) caches, or runs a pool of its own (CUDA
+// uses the driver's stream-ordered pool) and fills the pool_* members.
+struct MemoryIface {
+    // Returns nullptr when the device has no memory left (never throws for
+    // that). Required unless pool_alloc is given.
+    void *(*raw_alloc)(void *device_ctx, size_t bytes) = nullptr;
+    void (*raw_free)(void *device_ctx, void *ptr, size_t bytes) = nullptr;
+
+    // Optional: a pool of the backend's own. When pool_alloc is set, all
+    // five pool_* members must be set and raw_alloc/raw_free are unused.
+    // pool_alloc returns nullptr on out-of-memory. `stream_ctx` is the stream
+    // the memory was last used on (null: the device's internal stream), so
+    // a stream-ordered pool can return it in that stream's order.
+    void *(*pool_alloc)(void *device_ctx, size_t bytes) = nullptr;
+    void (*pool_free)(void *device_ctx, void *ptr, size_t bytes, void *stream_ctx) = nullptr;
+    void (*pool_stats)(void *device_ctx, fm_pool_stats *out) = nullptr;
+    void (*pool_trim)(void *device_ctx) = nullptr;
+    void (*pool_reset_peak)(void *device_ctx) = nullptr;
+};
+
+// Work queues. A null stream_ctx in any member below means "synchronous":
+// the member returns after the work has completed.
+struct StreamIface {
+    // Optional (default: the backend has no asynchrony; streams are null
+    // contexts and synchronize does nothing).
+    void *(*stream_new)(void *device_ctx) = nullptr;
+    // Must wait for the stream's work before freeing it.
+    void (*stream_free)(void *device_ctx, void *stream_ctx) = nullptr;
+    // Throws the first asynchronous error of the stream's work, and clears it.
+    void (*stream_synchronize)(void *device_ctx, void *stream_ctx) = nullptr;
+    // Optional: wait for every stream of the device.
+    void (*device_synchronize)(void *device_ctx) = nullptr;
+};
+
+// Data movement. Pointers are what the memory members returned; offsets and
+// sizes are in bytes and already bounds-checked; sizes are never zero.
+struct TransferIface {
+    // `src` may be reused when the call returns (stage it if asynchronous).
+    void (*write)(void *device_ctx, void *dst, size_t dst_offset, const void *src, size_t bytes,
+                  void *stream_ctx) = nullptr;
+    // `dst` must stay valid until the stream is synchronized.
+    void (*read)(void *device_ctx, const void *src, size_t src_offset, void *dst, size_t bytes,
+                 void *stream_ctx) = nullptr;
+    // Same-device copy; overlapping ranges must behave like memmove.
+    void (*copy)(void *device_ctx, void *dst, size_t dst_offset, const void *src,
+                 size_t src_offset, size_t bytes, void *stream_ctx) = nullptr;
+    // Writes `count` copies of the `pattern_bytes`-byte `pattern` (1, 2 or 4).
+    void (*fill)(void *device_ctx, void *dst, size_t dst_offset, size_t count, const void *pattern,
+                 size_t pattern_bytes, void *stream_ctx) = nullptr;
+};
+
+struct DeviceIface {
+    void (*get_info)(void *device_ctx, fm_device_info *out) = nullptr;
+    MemoryIface memory;
+    StreamIface stream;
+    TransferIface transfer;
+};
+
+// One registration per backend, returned by its registration function.
+struct BackendReg {
+    fm_backend backend = FM_BACKEND_COUNT;
+    // Number of usable devices; 0 when the driver is missing or has none.
+    size_t (*device_count)() = nullptr;
+    // Opens device `index` (< device_count()). Throws fm::Error on failure.
+    void *(*device_open)(size_t index) = nullptr;
+    // Called once the last user of the device is gone; all buffers and
+    // streams of the device have been freed by then.
+    void (*device_close)(void *device_ctx) = nullptr;
+    DeviceIface iface;
+};
+
+// Registration functions, one per compiled backend (defined in each
+// backend's folder). backend.cpp consults them in the order of fm_backend.
+const BackendReg *cpu_backend_reg();
+#ifdef FM_WITH_CUDA
+const BackendReg *cuda_backend_reg();
+#endif
+#ifdef FM_WITH_METAL
+const BackendReg *metal_backend_reg();
+#endif
+
+}  // namespace fm

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the CUDA 13.0 compiler (nvcc), runtime headers/libraries and cuBLAS from PyPI
+# into a Python venv, so the `cuda` feature can be built on a machine without a GPU or a
+# system CUDA. Prints the directory to use as CUDA_HOME (it has bin/, include/, lib/).
+# The H100/H200 device machines already have CUDA 13.0 at /usr/local/cuda with the same
+# versions, so binaries built against this run there.
+#   usage: export CUDA_HOME=$(scripts/install-cuda-toolkit.sh [VENV_DIR])
+set -euo pipefail
+venv=${1:-${HOME}/.cache/ferrometal-cuda}
+if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv" >&2; fi
+"$venv/bin/pip" install -q --disable-pip-version-check \
+  "nvidia-cuda-nvcc==13.0.88" "nvidia-cuda-runtime==13.0.*" "nvidia-cuda-crt==13.0.*" \
+  "nvidia-nvvm==13.0.*" "nvidia-cublas==13.1.0.3" "nvidia-cuda-cccl==13.0.*" >&2
+home=$("$venv/bin/python" -c 'import os, nvidia; print(os.path.join(list(nvidia.__path__)[0], "cu13"))')
+# The wheels ship only versioned sonames; give the linker the plain names too.
+for lib in "$home"/lib/lib*.so.*; do
+  plain=${lib%%.so.*}.so
+  [ -e "$plain" ] || ln -s "$(basename "$lib")" "$plain"
+done
+echo "$home"
