@@ -1,5 +1,6 @@
 #include "dtype.h"
 
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 
@@ -61,6 +62,24 @@ uint16_t float_to_half(float value) {
 
 namespace {
 
+// Rounds to float with round-to-odd: float keeps more than two bits beyond
+// f16's and bf16's mantissas, so a second rounding from it is then exact
+// (plain rounding to float first could land on a tie and round twice).
+float to_float_round_to_odd(double value) {
+    if (!(std::fabs(value) <= double(FLT_MAX))) {
+        return std::isnan(value) ? NAN : (value > 0 ? INFINITY : -INFINITY);
+    }
+    float rounded = static_cast<float>(value);
+    if (static_cast<double>(rounded) != value) {
+        uint32_t bits;
+        std::memcpy(&bits, &rounded, 4);
+        if (std::fabs(static_cast<double>(rounded)) > std::fabs(value)) bits -= 1;  // truncate
+        bits |= 1;  // sticky: "something was cut off"
+        std::memcpy(&rounded, &bits, 4);
+    }
+    return rounded;
+}
+
 template <class Int>
 Int exact_integer(double value, fm_dtype dtype, double low, double high) {
     if (!(value >= low && value <= high) || std::trunc(value) != value) {
@@ -75,17 +94,20 @@ Int exact_integer(double value, fm_dtype dtype, double low, double high) {
 size_t encode_scalar(fm_dtype dtype, double value, unsigned char *pattern) {
     switch (dtype) {
         case FM_DTYPE_F32: {
-            float f = static_cast<float>(value);
+            // Out-of-range doubles become +-inf (a plain cast would be UB).
+            float f = std::fabs(value) <= double(FLT_MAX) || std::isnan(value)
+                          ? static_cast<float>(value)
+                          : (value > 0 ? INFINITY : -INFINITY);
             std::memcpy(pattern, &f, 4);
             return 4;
         }
         case FM_DTYPE_F16: {
-            uint16_t h = float_to_half(static_cast<float>(value));
+            uint16_t h = float_to_half(to_float_round_to_odd(value));
             std::memcpy(pattern, &h, 2);
             return 2;
         }
         case FM_DTYPE_BF16: {
-            uint16_t b = float_to_bfloat16(static_cast<float>(value));
+            uint16_t b = float_to_bfloat16(to_float_round_to_odd(value));
             std::memcpy(pattern, &b, 2);
             return 2;
         }

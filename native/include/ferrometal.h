@@ -53,6 +53,15 @@
 extern "C" {
 #endif
 
+/* In C++ every enum gets `int` as its underlying type, so any value a C host
+ * passes is a valid value of the type there and is refused by the checks,
+ * instead of being undefined behaviour. */
+#ifdef __cplusplus
+#define FM_ENUM(name) enum name : int
+#else
+#define FM_ENUM(name) enum name
+#endif
+
 /* ---------------------------------------------------------------------------
  * Versions
  * ------------------------------------------------------------------------- */
@@ -77,7 +86,7 @@ uint32_t fm_abi_version(void);
 
 /** Result of every fallible function. Values are stable; new ones are only
  *  ever added before FM_STATUS_COUNT. */
-typedef enum fm_status {
+typedef FM_ENUM(fm_status) {
     FM_OK = 0,
     /** A handle was zero, forged, released, or of the wrong kind. */
     FM_ERR_INVALID_HANDLE = 1,
@@ -127,7 +136,7 @@ const char *fm_last_error(void);
  * ------------------------------------------------------------------------- */
 
 /** Element types. Values are stable; new ones only before FM_DTYPE_COUNT. */
-typedef enum fm_dtype {
+typedef FM_ENUM(fm_dtype) {
     FM_DTYPE_F32 = 0,
     FM_DTYPE_F16 = 1,
     FM_DTYPE_BF16 = 2,
@@ -175,7 +184,7 @@ fm_status fm_release(uintptr_t handle);
  * ------------------------------------------------------------------------- */
 
 /** Backends. Values are stable; new ones only before FM_BACKEND_COUNT. */
-typedef enum fm_backend {
+typedef FM_ENUM(fm_backend) {
     FM_BACKEND_CPU = 0,
     FM_BACKEND_CUDA = 1,
     FM_BACKEND_METAL = 2,

@@ -106,8 +106,8 @@ fn half_precision_fill_matches_reference_rounding() {
     let mut halves = Buffer::<f16>::zeros(&device, 1).unwrap();
     let mut brains = Buffer::<bf16>::zeros(&device, 1).unwrap();
     for &value in &values {
-        let expected_half = f16::from_f32(value as f32);
-        let expected_brain = bf16::from_f32(value as f32);
+        let expected_half = f16::from_f64(value);
+        let expected_brain = bf16::from_f64(value);
         fill_raw(&mut halves, value);
         fill_raw(&mut brains, value);
         assert_eq!(
