@@ -32,6 +32,18 @@ impl DType {
         }
     }
 
+    pub(crate) fn from_sys(dtype: sys::fm_dtype) -> crate::Result<DType> {
+        Ok(match dtype {
+            sys::FM_DTYPE_F32 => DType::F32,
+            sys::FM_DTYPE_F16 => DType::F16,
+            sys::FM_DTYPE_BF16 => DType::BF16,
+            sys::FM_DTYPE_I32 => DType::I32,
+            sys::FM_DTYPE_I8 => DType::I8,
+            sys::FM_DTYPE_U8 => DType::U8,
+            other => return Err(crate::Error::Internal(format!("unknown dtype {other}"))),
+        })
+    }
+
     /// Size of one element in bytes.
     pub fn size(self) -> usize {
         match self {

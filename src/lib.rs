@@ -24,15 +24,19 @@ mod buffer;
 mod device;
 mod dtype;
 mod error;
+mod graph;
 mod handle;
 mod stream;
 pub mod sys;
+mod tensor;
 
 pub use buffer::Buffer;
 pub use device::{Backend, Device, DeviceInfo, Location, PoolStats};
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
+pub use graph::{Attrs, Conv2d, Exec, Graph, Init, Op, Optimizer, Pool2d, Reduction, Value, BATCH};
 pub use stream::{PendingRead, Stream};
+pub use tensor::Tensor;
 
 /// The library version, "major.minor.patch".
 pub fn version() -> &'static str {

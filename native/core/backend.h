@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "ferrometal.h"
+#include "plan.h"
 
 namespace fm {
 
@@ -68,11 +69,33 @@ struct TransferIface {
                  size_t pattern_bytes, void *stream_ctx) = nullptr;
 };
 
+// Device pointers for every storage a plan refers to (see plan.h).
+struct Bindings {
+    void *arena = nullptr;
+    std::vector<void *> variables;       // by variable slot; null where unused
+    std::vector<const void *> constants; // by constant slot; null where unused
+    std::vector<const void *> feeds;     // by placeholder slot; null where unfed
+    std::vector<void *> outputs;
+    const float *scalars = nullptr;      // the plan's scalars, in device memory
+    uint64_t run_index = 0;              // counts runs of the executable (dropout masks)
+};
+
+// Running plans. A backend that cannot run some step must say so from
+// compile (FM_ERR_UNSUPPORTED naming the op), never from run.
+struct ExecIface {
+    // Optional: prepares backend state for `plan` (null when nothing is needed).
+    void *(*compile)(void *device_ctx, const Plan &plan) = nullptr;
+    void (*run)(void *device_ctx, void *exec_ctx, const Plan &plan, const Bindings &bindings,
+                void *stream_ctx) = nullptr;
+    void (*release)(void *device_ctx, void *exec_ctx) = nullptr;  // optional
+};
+
 struct DeviceIface {
     void (*get_info)(void *device_ctx, fm_device_info *out) = nullptr;
     MemoryIface memory;
     StreamIface stream;
     TransferIface transfer;
+    ExecIface exec;
 };
 
 // One registration per backend, returned by its registration function.

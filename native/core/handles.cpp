@@ -122,6 +122,9 @@ const char *object_kind_name(ObjectKind kind) {
         case ObjectKind::Device: return "device";
         case ObjectKind::Buffer: return "buffer";
         case ObjectKind::Stream: return "stream";
+        case ObjectKind::Tensor: return "tensor";
+        case ObjectKind::Graph: return "graph";
+        case ObjectKind::Exec: return "exec";
     }
     return "unknown";
 }

@@ -12,6 +12,9 @@ enum class ObjectKind : uint8_t {
     Device = 1,
     Buffer = 2,
     Stream = 3,
+    Tensor = 4,
+    Graph = 5,
+    Exec = 6,
 };
 
 const char *object_kind_name(ObjectKind kind);

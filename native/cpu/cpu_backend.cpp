@@ -9,8 +9,10 @@
 #include <thread>
 
 #include "backend.h"
+#include "cpu_exec.h"
 
 namespace fm {
+
 namespace {
 
 constexpr size_t kAlignment = 64;  // a cache line, and the widest SIMD register
@@ -114,6 +116,7 @@ BackendReg make_cpu_reg() {
     reg.iface.transfer.read = cpu_read;
     reg.iface.transfer.copy = cpu_copy;
     reg.iface.transfer.fill = cpu_fill;
+    reg.iface.exec.run = cpu::run_plan;
     return reg;
 }
 

@@ -343,6 +343,427 @@ fm_status fm_buffer_copy(fm_buffer dst, size_t dst_offset, fm_buffer src, size_t
 fm_status fm_buffer_fill(fm_buffer buffer, size_t offset, size_t count, double value,
                          fm_stream stream);
 
+/* ===========================================================================
+ * Level 2: tensors, graphs, executables
+ *
+ * A graph is device-independent IR: placeholders (inputs fed per run),
+ * variables (parameters that live on the device between runs), constants and
+ * ops. fm_graph_gradients adds the backward pass as more IR, and
+ * fm_graph_optimizer adds the update step, so forward, backward and update
+ * are planned together. fm_graph_compile binds a graph to a device as an
+ * executable: it owns the variables and compiles one plan per combination of
+ * feed shapes and fetched values, on first use, cached (any batch size works).
+ * ========================================================================= */
+
+/** Highest tensor rank. */
+#define FM_MAX_RANK 8
+/** A placeholder dimension fixed only when fed: the batch (only in dim 0). */
+#define FM_BATCH (-1)
+
+/* ---------------------------------------------------------------------------
+ * fm_tensor_* — a buffer with a shape
+ *
+ * Thread-safety: as buffers.
+ * ------------------------------------------------------------------------- */
+
+typedef uintptr_t fm_tensor;
+
+/** A tensor of `shape` (rank dims, each >= 0) on `device`, contents
+ *  unspecified. Returns a new reference.
+ *  Errors: FM_ERR_INVALID_ARGUMENT (rank > FM_MAX_RANK, negative dim, NULL
+ *  shape with rank > 0, size overflow); FM_ERR_OUT_OF_MEMORY. */
+fm_status fm_tensor_new(fm_tensor *out_tensor, fm_device device, fm_dtype dtype,
+                        const int64_t *shape, size_t rank);
+
+/** A tensor viewing all of `buffer` with `shape` (the element counts must
+ *  agree). The tensor keeps the buffer alive; writes through either are seen
+ *  by both. Returns a new reference.
+ *  Errors: FM_ERR_SHAPE_MISMATCH when the counts differ. */
+fm_status fm_tensor_from_buffer(fm_tensor *out_tensor, fm_buffer buffer, const int64_t *shape,
+                                size_t rank);
+
+/** The tensor's buffer (read and write it with fm_buffer_*). New reference. */
+fm_status fm_tensor_buffer(fm_buffer *out_buffer, fm_tensor tensor);
+
+/** Copies the shape into out_dims (room for FM_MAX_RANK) and the rank into
+ *  *out_rank. */
+fm_status fm_tensor_shape(int64_t *out_dims, size_t *out_rank, fm_tensor tensor);
+
+/* ---------------------------------------------------------------------------
+ * fm_graph_* — building graphs
+ *
+ * Values are identified by fm_value numbers that belong to one graph; a
+ * value of another graph is refused with FM_ERR_INVALID_ARGUMENT. Every value
+ * has one dtype and a shape inferred when it is created; an op whose inputs
+ * do not fit fails then, with FM_ERR_SHAPE_MISMATCH (or DTYPE_MISMATCH) and a
+ * message naming the op, its input shapes and the dimension at fault.
+ *
+ * Thread-safety: a graph is built by one thread at a time.
+ * ------------------------------------------------------------------------- */
+
+typedef uintptr_t fm_graph;
+typedef uint64_t fm_value;
+
+/** A new, empty graph. Returns a new reference. */
+fm_status fm_graph_new(fm_graph *out_graph);
+
+/** An input fed at each run. `shape[0]` may be FM_BATCH. `name` is copied
+ *  and must be unique among the graph's placeholders and variables.
+ *  Errors: FM_ERR_INVALID_ARGUMENT (NULL or duplicate name, bad shape). */
+fm_status fm_graph_placeholder(fm_value *out_value, fm_graph graph, const char *name,
+                               fm_dtype dtype, const int64_t *shape, size_t rank);
+
+/** How a variable's first value is made. Start from fm_init_default(). */
+typedef FM_ENUM(fm_init_kind) {
+    FM_INIT_ZEROS = 0,
+    /** Every element `value`. */
+    FM_INIT_CONSTANT = 1,
+    /** Uniform in [low, high). */
+    FM_INIT_UNIFORM = 2,
+    /** Normal with `mean` and `std`. */
+    FM_INIT_NORMAL = 3,
+    /** Glorot: uniform in +-sqrt(6 / (fan_in + fan_out)). */
+    FM_INIT_XAVIER_UNIFORM = 4,
+    /** Glorot: normal with std sqrt(2 / (fan_in + fan_out)). */
+    FM_INIT_XAVIER_NORMAL = 5,
+    /** Kaiming for ReLU: uniform in +-sqrt(6 / fan_in). */
+    FM_INIT_HE_UNIFORM = 6,
+    /** Kaiming for ReLU: normal with std sqrt(2 / fan_in). */
+    FM_INIT_HE_NORMAL = 7,
+    /** Copies `data` (count = product of the shape, elements of the dtype)
+     *  when the variable is created. */
+    FM_INIT_DATA = 8,
+    FM_INIT_COUNT
+} fm_init_kind;
+
+/** Fan-in and fan-out are taken from the shape as PyTorch does: for
+ *  [out, in, k...] fan_in = in * prod(k), fan_out = out * prod(k). The same
+ *  seed gives the same values on every device and thread count. */
+typedef struct fm_init {
+    fm_init_kind kind;
+    double value, low, high, mean, std;
+    uint64_t seed;
+    const void *data;
+} fm_init;
+
+/** Zeros, with low = -1, high = 1, mean = 0, std = 1, seed 0. */
+fm_init fm_init_default(void);
+
+/** A parameter: device-resident, keeps its value between runs, changed
+ *  only by FM_OP_ASSIGN (which fm_graph_optimizer uses). `name` as for
+ *  placeholders. Variables cannot have FM_BATCH dims. */
+fm_status fm_graph_variable(fm_value *out_value, fm_graph graph, const char *name, fm_dtype dtype,
+                            const int64_t *shape, size_t rank, const fm_init *init);
+
+/** A constant, copied from `data` (product of the shape elements). */
+fm_status fm_graph_constant(fm_value *out_value, fm_graph graph, fm_dtype dtype,
+                            const int64_t *shape, size_t rank, const void *data);
+
+/** An f32 scalar constant (shape []). */
+fm_status fm_graph_scalar(fm_value *out_value, fm_graph graph, double value);
+
+/** Operations. Inputs are listed as (name: dtype, shape); "x" is f32 unless
+ *  stated. Elementwise ops broadcast their inputs as NumPy does. Attributes
+ *  come from fm_op_attrs; fields an op does not name are ignored. Values
+ *  are stable; new ones only before FM_OP_COUNT. */
+typedef FM_ENUM(fm_op) {
+    /* Elementwise, one input. */
+    FM_OP_NEG = 0,
+    FM_OP_ABS = 1,
+    FM_OP_EXP = 2,
+    FM_OP_LOG = 3,
+    FM_OP_SQRT = 4,
+    FM_OP_RSQRT = 5,
+    /** x ^ `exponent`. */
+    FM_OP_POW = 6,
+    /** min(max(x, `min`), `max`). */
+    FM_OP_CLAMP = 7,
+    FM_OP_RELU = 8,
+    /** x > 0 ? x : `slope` * x. */
+    FM_OP_LEAKY_RELU = 9,
+    /** x > 0 ? x : `alpha` * (exp(x) - 1). */
+    FM_OP_ELU = 10,
+    FM_OP_SIGMOID = 11,
+    FM_OP_TANH = 12,
+    /** x * sigmoid(x) (swish). */
+    FM_OP_SILU = 13,
+    /** x * Phi(x); with `approximate`, the tanh form. */
+    FM_OP_GELU = 14,
+    /** log(1 + exp(x)). */
+    FM_OP_SOFTPLUS = 15,
+    /* Elementwise, two inputs (a, b). Comparisons give f32 1 or 0 and have no gradient. */
+    FM_OP_ADD = 16,
+    FM_OP_SUB = 17,
+    FM_OP_MUL = 18,
+    FM_OP_DIV = 19,
+    FM_OP_MAXIMUM = 20,
+    FM_OP_MINIMUM = 21,
+    FM_OP_EQUAL = 22,
+    FM_OP_NOT_EQUAL = 23,
+    FM_OP_LESS = 24,
+    FM_OP_LESS_EQUAL = 25,
+    FM_OP_GREATER = 26,
+    FM_OP_GREATER_EQUAL = 27,
+    /** (condition, a, b): condition != 0 ? a : b. No gradient to condition. */
+    FM_OP_WHERE = 28,
+    /* Along an axis. */
+    /** Softmax along `axes[0]` (default -1 when num_axes is 0). */
+    FM_OP_SOFTMAX = 29,
+    FM_OP_LOG_SOFTMAX = 30,
+    /* Linear algebra. */
+    /** (a [..., m, k], b [..., k, n]) -> [..., m, n]; `transpose_a`/`transpose_b`
+     *  transpose the last two dims first; leading dims broadcast. */
+    FM_OP_MATMUL = 31,
+    /** (x [..., in], weight [out, in], optional bias [out]) -> x weightᵀ + bias. */
+    FM_OP_LINEAR = 32,
+    /* Images, NCHW. */
+    /** (x [n, c, h, w], weight [o, c / groups, kh, kw], optional bias [o]);
+     *  `stride`, `padding`, `dilation`, `groups`. */
+    FM_OP_CONV2D = 33,
+    /** (x [n, c, h, w], weight [c, o / groups, kh, kw], optional bias [o]);
+     *  `stride`, `padding`, `output_padding`, `dilation`, `groups`. */
+    FM_OP_CONV_TRANSPOSE2D = 34,
+    /** `kernel_size`, `stride` (0: the kernel size), `padding`, `dilation`. */
+    FM_OP_MAX_POOL2D = 35,
+    /** `kernel_size`, `stride` (0: the kernel size), `padding`, `count_include_pad`. */
+    FM_OP_AVG_POOL2D = 36,
+    /** [n, c, h, w] -> [n, c] mean over h and w. */
+    FM_OP_GLOBAL_AVG_POOL = 37,
+    /* Shapes. */
+    /** To `shape` (`rank` dims); one dim may be -1 (inferred). */
+    FM_OP_RESHAPE = 38,
+    /** [d0, d1, ...] -> [d0, d1 * ...]. */
+    FM_OP_FLATTEN = 39,
+    /** Reorders dims: output dim i is input dim `axes[i]`. */
+    FM_OP_PERMUTE = 40,
+    /** Swaps dims `axes[0]` and `axes[1]` (default: the last two). */
+    FM_OP_TRANSPOSE = 41,
+    /** (inputs...) joined along `axes[0]`. */
+    FM_OP_CONCAT = 42,
+    /** For each i < num_axes: along `axes[i]` keep [starts[i], ends[i]) (negative
+     *  counts from the end; ends clamp to the size). */
+    FM_OP_SLICE = 43,
+    /** Adds `pad_before[d]` and `pad_after[d]` elements of `value` to each dim d. */
+    FM_OP_PAD = 44,
+    /** To `shape` by NumPy broadcasting. */
+    FM_OP_BROADCAST_TO = 45,
+    /** Removes the size-1 dims `axes` (all size-1 dims when num_axes is 0). */
+    FM_OP_SQUEEZE = 46,
+    /** Inserts size-1 dims so they end up at `axes` of the output. */
+    FM_OP_UNSQUEEZE = 47,
+    /* Reductions over `axes` (all when num_axes is 0), `keep_dims`. */
+    FM_OP_SUM = 48,
+    FM_OP_MEAN = 49,
+    FM_OP_MAX = 50,
+    FM_OP_MIN = 51,
+    /** With `correction` (0: population, 1: sample). */
+    FM_OP_VARIANCE = 52,
+    /** i32 index of the first maximum along `axes[0]`. No gradient. */
+    FM_OP_ARGMAX = 53,
+    /* Normalisation and regularisation. */
+    /** (x [n, c, ...], gamma [c], beta [c], running_mean [c], running_var [c]),
+     *  the last two variables. `training`: normalise with the batch statistics
+     *  and update the running ones with `momentum` (PyTorch's convention,
+     *  unbiased variance); otherwise use the running ones. `eps`. */
+    FM_OP_BATCH_NORM = 54,
+    /** (x, gamma, beta) normalised over the last `normalized_rank` dims
+     *  (gamma and beta have those dims). `eps`. */
+    FM_OP_LAYER_NORM = 55,
+    /** `p` (probability of zeroing), `seed`, `training`: each run draws a new
+     *  mask from (seed, run number, element index); scaled by 1 / (1 - p).
+     *  Identity when not training. */
+    FM_OP_DROPOUT = 56,
+    /* Indexing. */
+    /** (table [rows, width], indices: i32 [...]) -> [..., width]. */
+    FM_OP_EMBEDDING = 57,
+    /** (indices: i32 [...]) -> f32 [..., `depth`]. No gradient. */
+    FM_OP_ONE_HOT = 58,
+    /* Losses: a scalar with `reduction` FM_REDUCTION_MEAN (over the batch,
+       or over all elements for the elementwise losses) or FM_REDUCTION_SUM. */
+    /** (logits [n, c], labels: i32 [n]); `label_smoothing`. */
+    FM_OP_SOFTMAX_CROSS_ENTROPY = 59,
+    /** (probabilities [n, c], targets [n, c]): -sum(t log p) per row. */
+    FM_OP_CATEGORICAL_CROSS_ENTROPY = 60,
+    /** (probabilities, targets), same shape. */
+    FM_OP_BINARY_CROSS_ENTROPY = 61,
+    /** (logits, targets), same shape; stable for large |logits|. */
+    FM_OP_BCE_WITH_LOGITS = 62,
+    FM_OP_MSE = 63,
+    FM_OP_MAE = 64,
+    /** With `delta`. */
+    FM_OP_HUBER = 65,
+    /* Effects. */
+    /** (variable, value): at the end of the run, the variable takes the value
+     *  (read before the run by every other op of that run). Gives a scalar
+     *  token; fetch it (or a GROUP of it) to make the run do the assignment. */
+    FM_OP_ASSIGN = 66,
+    /** (values...) -> a scalar token that computes all of them when fetched. */
+    FM_OP_GROUP = 67,
+    /** Identity whose gradient is zero. */
+    FM_OP_STOP_GRADIENT = 68,
+    FM_OP_COUNT
+} fm_op;
+
+/** A static name for an op ("conv2d"); "unknown" if invalid. */
+const char *fm_op_str(fm_op op);
+
+typedef FM_ENUM(fm_reduction) {
+    FM_REDUCTION_MEAN = 0,
+    FM_REDUCTION_SUM = 1,
+    FM_REDUCTION_COUNT
+} fm_reduction;
+
+/** Attributes of an op; see each fm_op for the fields it reads. Start from
+ *  fm_op_attrs_default(). Negative axes count from the end. */
+typedef struct fm_op_attrs {
+    int64_t axes[FM_MAX_RANK];
+    size_t num_axes;
+    int32_t keep_dims;
+    int64_t shape[FM_MAX_RANK];
+    size_t rank;
+    int64_t starts[FM_MAX_RANK];
+    int64_t ends[FM_MAX_RANK];
+    int64_t pad_before[FM_MAX_RANK];
+    int64_t pad_after[FM_MAX_RANK];
+    int32_t transpose_a, transpose_b;
+    int64_t kernel_size[2], stride[2], padding[2], output_padding[2], dilation[2];
+    int64_t groups;
+    int32_t count_include_pad;
+    int32_t approximate;
+    int32_t training;
+    int32_t correction;
+    int64_t normalized_rank;
+    int64_t depth;
+    double slope, alpha, exponent, min, max, value, delta, label_smoothing, p, momentum, eps;
+    fm_reduction reduction;
+    uint64_t seed;
+} fm_op_attrs;
+
+/** No axes, keep_dims 0, stride and dilation 1, padding 0, groups 1,
+ *  count_include_pad 1, training 1, correction 0, normalized_rank 1,
+ *  slope 0.01, alpha 1, exponent 1, min -inf, max +inf, value 0, delta 1,
+ *  label_smoothing 0, p 0.5, momentum 0.1, eps 1e-5, reduction MEAN, seed 0. */
+fm_op_attrs fm_op_attrs_default(void);
+
+/** Adds `op` applied to `inputs`; *out_value is its result. `attrs` may be
+ *  NULL for the defaults.
+ *  Errors: FM_ERR_SHAPE_MISMATCH / FM_ERR_DTYPE_MISMATCH naming the op and
+ *  shapes; FM_ERR_INVALID_ARGUMENT (wrong input count, bad attribute, value
+ *  of another graph). */
+fm_status fm_graph_op(fm_value *out_value, fm_graph graph, fm_op op, const fm_value *inputs,
+                      size_t num_inputs, const fm_op_attrs *attrs);
+
+/** The dtype and shape of `value` (FM_BATCH where the batch goes). */
+fm_status fm_graph_value_info(fm_dtype *out_dtype, int64_t *out_dims, size_t *out_rank,
+                              fm_graph graph, fm_value value);
+
+/** Number of variables, and the i-th (in creation order) with its name
+ *  (valid while the graph lives). */
+fm_status fm_graph_variable_count(size_t *out_count, fm_graph graph);
+fm_status fm_graph_variable_at(fm_value *out_value, const char **out_name, fm_graph graph,
+                               size_t index);
+
+/** Reverse-mode gradients of the scalar `loss` with respect to each of
+ *  `wrt` (f32 values), as new values of the graph (zeros where the loss
+ *  does not depend on one).
+ *  Errors: FM_ERR_SHAPE_MISMATCH if `loss` is not a scalar. */
+fm_status fm_graph_gradients(fm_value *out_gradients, fm_graph graph, fm_value loss,
+                             const fm_value *wrt, size_t count);
+
+typedef FM_ENUM(fm_optimizer_kind) {
+    FM_OPTIMIZER_SGD = 0,
+    FM_OPTIMIZER_ADAM = 1,
+    FM_OPTIMIZER_ADAMW = 2,
+    FM_OPTIMIZER_RMSPROP = 3,
+    FM_OPTIMIZER_ADAGRAD = 4,
+    FM_OPTIMIZER_ADADELTA = 5,
+    FM_OPTIMIZER_NADAM = 6,
+    FM_OPTIMIZER_COUNT
+} fm_optimizer_kind;
+
+/** Optimizer settings, with PyTorch's meanings and defaults (start from
+ *  fm_optimizer_default(kind)). Gradient clipping happens first: by value
+ *  (clip_value > 0), then by global norm over all gradients (clip_norm > 0). */
+typedef struct fm_optimizer {
+    fm_optimizer_kind kind;
+    double learning_rate;
+    double momentum;     /* SGD, RMSProp */
+    double dampening;    /* SGD */
+    int32_t nesterov;    /* SGD */
+    double beta1, beta2; /* Adam, AdamW, Nadam */
+    double eps;
+    double weight_decay; /* decoupled for AdamW, L2 for the others */
+    double alpha;        /* RMSProp smoothing */
+    int32_t centered;    /* RMSProp */
+    double rho;          /* AdaDelta */
+    double initial_accumulator; /* AdaGrad */
+    double momentum_decay;      /* Nadam */
+    double clip_value, clip_norm;
+} fm_optimizer;
+
+/** PyTorch's defaults for `kind` (SGD: lr 0.01; Adam/AdamW/Nadam: lr 1e-3
+ *  (Nadam 2e-3), betas 0.9/0.999, eps 1e-8, AdamW weight decay 0.01;
+ *  RMSProp: lr 0.01, alpha 0.99, eps 1e-8; AdaGrad: lr 0.01, eps 1e-10;
+ *  AdaDelta: lr 1, rho 0.9, eps 1e-6; Nadam momentum_decay 4e-3). */
+fm_optimizer fm_optimizer_default(fm_optimizer_kind kind);
+
+/** Adds the update of `variables` by `gradients` (pairwise) and returns a
+ *  token: fetching it runs one step. Creates the scalar variables
+ *  "<prefix>lr" (set it to change the learning rate without recompiling)
+ *  and "<prefix>step" (steps taken), and state variables named
+ *  "<prefix><variable>.<state>". `prefix` NULL means "optimizer.". */
+fm_status fm_graph_optimizer(fm_value *out_step, fm_graph graph, const fm_optimizer *optimizer,
+                             const fm_value *variables, const fm_value *gradients, size_t count,
+                             const char *prefix);
+
+/* ---------------------------------------------------------------------------
+ * fm_exec_* — a graph compiled for a device
+ *
+ * Thread-safety: an executable is run by one thread at a time.
+ * ------------------------------------------------------------------------- */
+
+typedef uintptr_t fm_exec;
+
+/** Binds `graph` to `device`: allocates and initialises its variables. Plans
+ *  are made on first run for each combination of feed shapes and fetches.
+ *  The executable keeps the graph alive; values added to the graph later
+ *  can be fetched too. Returns a new reference. */
+fm_status fm_graph_compile(fm_exec *out_exec, fm_graph graph, fm_device device);
+
+/** One placeholder and the tensor fed to it for a run. */
+typedef struct fm_feed {
+    fm_value placeholder;
+    fm_tensor tensor;
+} fm_feed;
+
+/** Runs the graph once: computes `fetches` from `feeds` and performs the
+ *  assignments the fetched tokens depend on. If `out_tensors` is not NULL,
+ *  out_tensors[i] receives a new reference to a tensor holding fetches[i]
+ *  (on the executable's device). With `stream`, the work is queued and the
+ *  feeds must stay unchanged until the stream is synchronized.
+ *  Errors: FM_ERR_INVALID_ARGUMENT (a needed placeholder not fed, a feed
+ *  on another device); FM_ERR_SHAPE_MISMATCH / FM_ERR_DTYPE_MISMATCH (feed
+ *  does not fit its placeholder); FM_ERR_OUT_OF_RANGE (an index or label
+ *  outside its range, found while running). */
+fm_status fm_exec_run(fm_exec exec, const fm_feed *feeds, size_t num_feeds, const fm_value *fetches,
+                      size_t num_fetches, fm_tensor *out_tensors, fm_stream stream);
+
+/** The shape of variable `name`: out_dims (room for FM_MAX_RANK), *out_rank.
+ *  Errors: FM_ERR_INVALID_ARGUMENT if there is no such variable. */
+fm_status fm_exec_variable_shape(int64_t *out_dims, size_t *out_rank, fm_exec exec, const char *name);
+
+/** Copies variable `name` to host memory (`count` must be its size). */
+fm_status fm_exec_read_variable(fm_exec exec, const char *name, void *dst, size_t count);
+
+/** Overwrites variable `name` from host memory (`count` must be its size). */
+fm_status fm_exec_write_variable(fm_exec exec, const char *name, const void *src, size_t count);
+
+/** Bytes of device memory the most recent run's plan needs for its
+ *  intermediate values (after buffer reuse), and what they would need
+ *  without reuse. */
+fm_status fm_exec_planned_memory(uint64_t *out_peak_bytes, uint64_t *out_unshared_bytes,
+                                 fm_exec exec);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

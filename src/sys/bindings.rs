@@ -4,6 +4,8 @@ pub const FM_ABI_VERSION: u32 = 1;
 pub const FM_VERSION_MAJOR: u32 = 0;
 pub const FM_VERSION_MINOR: u32 = 1;
 pub const FM_VERSION_PATCH: u32 = 0;
+pub const FM_MAX_RANK: u32 = 8;
+pub const FM_BATCH: i32 = -1;
 unsafe extern "C" {
     #[doc = " The library's version as \"major.minor.patch\" (static storage, never NULL)."]
     pub fn fm_version() -> *const ::std::os::raw::c_char;
@@ -264,5 +266,575 @@ unsafe extern "C" {
         count: usize,
         value: f64,
         stream: fm_stream,
+    ) -> fm_status;
+}
+pub type fm_tensor = usize;
+unsafe extern "C" {
+    #[doc = " A tensor of `shape` (rank dims, each >= 0) on `device`, contents\n  unspecified. Returns a new reference.\n  Errors: FM_ERR_INVALID_ARGUMENT (rank > FM_MAX_RANK, negative dim, NULL\n  shape with rank > 0, size overflow); FM_ERR_OUT_OF_MEMORY."]
+    pub fn fm_tensor_new(
+        out_tensor: *mut fm_tensor,
+        device: fm_device,
+        dtype: fm_dtype,
+        shape: *const i64,
+        rank: usize,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " A tensor viewing all of `buffer` with `shape` (the element counts must\n  agree). The tensor keeps the buffer alive; writes through either are seen\n  by both. Returns a new reference.\n  Errors: FM_ERR_SHAPE_MISMATCH when the counts differ."]
+    pub fn fm_tensor_from_buffer(
+        out_tensor: *mut fm_tensor,
+        buffer: fm_buffer,
+        shape: *const i64,
+        rank: usize,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " The tensor's buffer (read and write it with fm_buffer_*). New reference."]
+    pub fn fm_tensor_buffer(out_buffer: *mut fm_buffer, tensor: fm_tensor) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " Copies the shape into out_dims (room for FM_MAX_RANK) and the rank into\n  *out_rank."]
+    pub fn fm_tensor_shape(
+        out_dims: *mut i64,
+        out_rank: *mut usize,
+        tensor: fm_tensor,
+    ) -> fm_status;
+}
+pub type fm_graph = usize;
+pub type fm_value = u64;
+unsafe extern "C" {
+    #[doc = " A new, empty graph. Returns a new reference."]
+    pub fn fm_graph_new(out_graph: *mut fm_graph) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " An input fed at each run. `shape[0]` may be FM_BATCH. `name` is copied\n  and must be unique among the graph's placeholders and variables.\n  Errors: FM_ERR_INVALID_ARGUMENT (NULL or duplicate name, bad shape)."]
+    pub fn fm_graph_placeholder(
+        out_value: *mut fm_value,
+        graph: fm_graph,
+        name: *const ::std::os::raw::c_char,
+        dtype: fm_dtype,
+        shape: *const i64,
+        rank: usize,
+    ) -> fm_status;
+}
+pub const FM_INIT_ZEROS: fm_init_kind = 0;
+#[doc = " Every element `value`."]
+pub const FM_INIT_CONSTANT: fm_init_kind = 1;
+#[doc = " Uniform in [low, high)."]
+pub const FM_INIT_UNIFORM: fm_init_kind = 2;
+#[doc = " Normal with `mean` and `std`."]
+pub const FM_INIT_NORMAL: fm_init_kind = 3;
+#[doc = " Glorot: uniform in +-sqrt(6 / (fan_in + fan_out))."]
+pub const FM_INIT_XAVIER_UNIFORM: fm_init_kind = 4;
+#[doc = " Glorot: normal with std sqrt(2 / (fan_in + fan_out))."]
+pub const FM_INIT_XAVIER_NORMAL: fm_init_kind = 5;
+#[doc = " Kaiming for ReLU: uniform in +-sqrt(6 / fan_in)."]
+pub const FM_INIT_HE_UNIFORM: fm_init_kind = 6;
+#[doc = " Kaiming for ReLU: normal with std sqrt(2 / fan_in)."]
+pub const FM_INIT_HE_NORMAL: fm_init_kind = 7;
+#[doc = " Copies `data` (count = product of the shape, elements of the dtype)\n  when the variable is created."]
+pub const FM_INIT_DATA: fm_init_kind = 8;
+#[doc = " Copies `data` (count = product of the shape, elements of the dtype)\n  when the variable is created."]
+pub const FM_INIT_COUNT: fm_init_kind = 9;
+#[doc = " How a variable's first value is made. Start from fm_init_default()."]
+pub type fm_init_kind = ::std::os::raw::c_uint;
+#[doc = " Fan-in and fan-out are taken from the shape as PyTorch does: for\n  [out, in, k...] fan_in = in * prod(k), fan_out = out * prod(k). The same\n  seed gives the same values on every device and thread count."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct fm_init {
+    pub kind: fm_init_kind,
+    pub value: f64,
+    pub low: f64,
+    pub high: f64,
+    pub mean: f64,
+    pub std: f64,
+    pub seed: u64,
+    pub data: *const ::std::os::raw::c_void,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of fm_init"][::std::mem::size_of::<fm_init>() - 64usize];
+    ["Alignment of fm_init"][::std::mem::align_of::<fm_init>() - 8usize];
+    ["Offset of field: fm_init::kind"][::std::mem::offset_of!(fm_init, kind) - 0usize];
+    ["Offset of field: fm_init::value"][::std::mem::offset_of!(fm_init, value) - 8usize];
+    ["Offset of field: fm_init::low"][::std::mem::offset_of!(fm_init, low) - 16usize];
+    ["Offset of field: fm_init::high"][::std::mem::offset_of!(fm_init, high) - 24usize];
+    ["Offset of field: fm_init::mean"][::std::mem::offset_of!(fm_init, mean) - 32usize];
+    ["Offset of field: fm_init::std"][::std::mem::offset_of!(fm_init, std) - 40usize];
+    ["Offset of field: fm_init::seed"][::std::mem::offset_of!(fm_init, seed) - 48usize];
+    ["Offset of field: fm_init::data"][::std::mem::offset_of!(fm_init, data) - 56usize];
+};
+unsafe extern "C" {
+    #[doc = " Zeros, with low = -1, high = 1, mean = 0, std = 1, seed 0."]
+    pub fn fm_init_default() -> fm_init;
+}
+unsafe extern "C" {
+    #[doc = " A parameter: device-resident, keeps its value between runs, changed\n  only by FM_OP_ASSIGN (which fm_graph_optimizer uses). `name` as for\n  placeholders. Variables cannot have FM_BATCH dims."]
+    pub fn fm_graph_variable(
+        out_value: *mut fm_value,
+        graph: fm_graph,
+        name: *const ::std::os::raw::c_char,
+        dtype: fm_dtype,
+        shape: *const i64,
+        rank: usize,
+        init: *const fm_init,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " A constant, copied from `data` (product of the shape elements)."]
+    pub fn fm_graph_constant(
+        out_value: *mut fm_value,
+        graph: fm_graph,
+        dtype: fm_dtype,
+        shape: *const i64,
+        rank: usize,
+        data: *const ::std::os::raw::c_void,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " An f32 scalar constant (shape [])."]
+    pub fn fm_graph_scalar(out_value: *mut fm_value, graph: fm_graph, value: f64) -> fm_status;
+}
+pub const FM_OP_NEG: fm_op = 0;
+pub const FM_OP_ABS: fm_op = 1;
+pub const FM_OP_EXP: fm_op = 2;
+pub const FM_OP_LOG: fm_op = 3;
+pub const FM_OP_SQRT: fm_op = 4;
+pub const FM_OP_RSQRT: fm_op = 5;
+#[doc = " x ^ `exponent`."]
+pub const FM_OP_POW: fm_op = 6;
+#[doc = " min(max(x, `min`), `max`)."]
+pub const FM_OP_CLAMP: fm_op = 7;
+#[doc = " min(max(x, `min`), `max`)."]
+pub const FM_OP_RELU: fm_op = 8;
+#[doc = " x > 0 ? x : `slope` * x."]
+pub const FM_OP_LEAKY_RELU: fm_op = 9;
+#[doc = " x > 0 ? x : `alpha` * (exp(x) - 1)."]
+pub const FM_OP_ELU: fm_op = 10;
+#[doc = " x > 0 ? x : `alpha` * (exp(x) - 1)."]
+pub const FM_OP_SIGMOID: fm_op = 11;
+#[doc = " x > 0 ? x : `alpha` * (exp(x) - 1)."]
+pub const FM_OP_TANH: fm_op = 12;
+#[doc = " x * sigmoid(x) (swish)."]
+pub const FM_OP_SILU: fm_op = 13;
+#[doc = " x * Phi(x); with `approximate`, the tanh form."]
+pub const FM_OP_GELU: fm_op = 14;
+#[doc = " log(1 + exp(x))."]
+pub const FM_OP_SOFTPLUS: fm_op = 15;
+#[doc = " log(1 + exp(x))."]
+pub const FM_OP_ADD: fm_op = 16;
+#[doc = " log(1 + exp(x))."]
+pub const FM_OP_SUB: fm_op = 17;
+#[doc = " log(1 + exp(x))."]
+pub const FM_OP_MUL: fm_op = 18;
+#[doc = " log(1 + exp(x))."]
+pub const FM_OP_DIV: fm_op = 19;
+#[doc = " log(1 + exp(x))."]
+pub const FM_OP_MAXIMUM: fm_op = 20;
+#[doc = " log(1 + exp(x))."]
+pub const FM_OP_MINIMUM: fm_op = 21;
+#[doc = " log(1 + exp(x))."]
+pub const FM_OP_EQUAL: fm_op = 22;
+#[doc = " log(1 + exp(x))."]
+pub const FM_OP_NOT_EQUAL: fm_op = 23;
+#[doc = " log(1 + exp(x))."]
+pub const FM_OP_LESS: fm_op = 24;
+#[doc = " log(1 + exp(x))."]
+pub const FM_OP_LESS_EQUAL: fm_op = 25;
+#[doc = " log(1 + exp(x))."]
+pub const FM_OP_GREATER: fm_op = 26;
+#[doc = " log(1 + exp(x))."]
+pub const FM_OP_GREATER_EQUAL: fm_op = 27;
+#[doc = " (condition, a, b): condition != 0 ? a : b. No gradient to condition."]
+pub const FM_OP_WHERE: fm_op = 28;
+#[doc = " Softmax along `axes[0]` (default -1 when num_axes is 0)."]
+pub const FM_OP_SOFTMAX: fm_op = 29;
+#[doc = " Softmax along `axes[0]` (default -1 when num_axes is 0)."]
+pub const FM_OP_LOG_SOFTMAX: fm_op = 30;
+#[doc = " (a [..., m, k], b [..., k, n]) -> [..., m, n]; `transpose_a`/`transpose_b`\n  transpose the last two dims first; leading dims broadcast."]
+pub const FM_OP_MATMUL: fm_op = 31;
+#[doc = " (x [..., in], weight [out, in], optional bias [out]) -> x weightᵀ + bias."]
+pub const FM_OP_LINEAR: fm_op = 32;
+#[doc = " (x [n, c, h, w], weight [o, c / groups, kh, kw], optional bias [o]);\n  `stride`, `padding`, `dilation`, `groups`."]
+pub const FM_OP_CONV2D: fm_op = 33;
+#[doc = " (x [n, c, h, w], weight [c, o / groups, kh, kw], optional bias [o]);\n  `stride`, `padding`, `output_padding`, `dilation`, `groups`."]
+pub const FM_OP_CONV_TRANSPOSE2D: fm_op = 34;
+#[doc = " `kernel_size`, `stride` (0: the kernel size), `padding`, `dilation`."]
+pub const FM_OP_MAX_POOL2D: fm_op = 35;
+#[doc = " `kernel_size`, `stride` (0: the kernel size), `padding`, `count_include_pad`."]
+pub const FM_OP_AVG_POOL2D: fm_op = 36;
+#[doc = " [n, c, h, w] -> [n, c] mean over h and w."]
+pub const FM_OP_GLOBAL_AVG_POOL: fm_op = 37;
+#[doc = " To `shape` (`rank` dims); one dim may be -1 (inferred)."]
+pub const FM_OP_RESHAPE: fm_op = 38;
+#[doc = " [d0, d1, ...] -> [d0, d1 * ...]."]
+pub const FM_OP_FLATTEN: fm_op = 39;
+#[doc = " Reorders dims: output dim i is input dim `axes[i]`."]
+pub const FM_OP_PERMUTE: fm_op = 40;
+#[doc = " Swaps dims `axes[0]` and `axes[1]` (default: the last two)."]
+pub const FM_OP_TRANSPOSE: fm_op = 41;
+#[doc = " (inputs...) joined along `axes[0]`."]
+pub const FM_OP_CONCAT: fm_op = 42;
+#[doc = " For each i < num_axes: along `axes[i]` keep [starts[i], ends[i]) (negative\n  counts from the end; ends clamp to the size)."]
+pub const FM_OP_SLICE: fm_op = 43;
+#[doc = " Adds `pad_before[d]` and `pad_after[d]` elements of `value` to each dim d."]
+pub const FM_OP_PAD: fm_op = 44;
+#[doc = " To `shape` by NumPy broadcasting."]
+pub const FM_OP_BROADCAST_TO: fm_op = 45;
+#[doc = " Removes the size-1 dims `axes` (all size-1 dims when num_axes is 0)."]
+pub const FM_OP_SQUEEZE: fm_op = 46;
+#[doc = " Inserts size-1 dims so they end up at `axes` of the output."]
+pub const FM_OP_UNSQUEEZE: fm_op = 47;
+#[doc = " Inserts size-1 dims so they end up at `axes` of the output."]
+pub const FM_OP_SUM: fm_op = 48;
+#[doc = " Inserts size-1 dims so they end up at `axes` of the output."]
+pub const FM_OP_MEAN: fm_op = 49;
+#[doc = " Inserts size-1 dims so they end up at `axes` of the output."]
+pub const FM_OP_MAX: fm_op = 50;
+#[doc = " Inserts size-1 dims so they end up at `axes` of the output."]
+pub const FM_OP_MIN: fm_op = 51;
+#[doc = " With `correction` (0: population, 1: sample)."]
+pub const FM_OP_VARIANCE: fm_op = 52;
+#[doc = " i32 index of the first maximum along `axes[0]`. No gradient."]
+pub const FM_OP_ARGMAX: fm_op = 53;
+#[doc = " (x [n, c, ...], gamma [c], beta [c], running_mean [c], running_var [c]),\n  the last two variables. `training`: normalise with the batch statistics\n  and update the running ones with `momentum` (PyTorch's convention,\n  unbiased variance); otherwise use the running ones. `eps`."]
+pub const FM_OP_BATCH_NORM: fm_op = 54;
+#[doc = " (x, gamma, beta) normalised over the last `normalized_rank` dims\n  (gamma and beta have those dims). `eps`."]
+pub const FM_OP_LAYER_NORM: fm_op = 55;
+#[doc = " `p` (probability of zeroing), `seed`, `training`: each run draws a new\n  mask from (seed, run number, element index); scaled by 1 / (1 - p).\n  Identity when not training."]
+pub const FM_OP_DROPOUT: fm_op = 56;
+#[doc = " (table [rows, width], indices: i32 [...]) -> [..., width]."]
+pub const FM_OP_EMBEDDING: fm_op = 57;
+#[doc = " (indices: i32 [...]) -> f32 [..., `depth`]. No gradient."]
+pub const FM_OP_ONE_HOT: fm_op = 58;
+#[doc = " (logits [n, c], labels: i32 [n]); `label_smoothing`."]
+pub const FM_OP_SOFTMAX_CROSS_ENTROPY: fm_op = 59;
+#[doc = " (probabilities [n, c], targets [n, c]): -sum(t log p) per row."]
+pub const FM_OP_CATEGORICAL_CROSS_ENTROPY: fm_op = 60;
+#[doc = " (probabilities, targets), same shape."]
+pub const FM_OP_BINARY_CROSS_ENTROPY: fm_op = 61;
+#[doc = " (logits, targets), same shape; stable for large |logits|."]
+pub const FM_OP_BCE_WITH_LOGITS: fm_op = 62;
+#[doc = " (logits, targets), same shape; stable for large |logits|."]
+pub const FM_OP_MSE: fm_op = 63;
+#[doc = " (logits, targets), same shape; stable for large |logits|."]
+pub const FM_OP_MAE: fm_op = 64;
+#[doc = " With `delta`."]
+pub const FM_OP_HUBER: fm_op = 65;
+#[doc = " (variable, value): at the end of the run, the variable takes the value\n  (read before the run by every other op of that run). Gives a scalar\n  token; fetch it (or a GROUP of it) to make the run do the assignment."]
+pub const FM_OP_ASSIGN: fm_op = 66;
+#[doc = " (values...) -> a scalar token that computes all of them when fetched."]
+pub const FM_OP_GROUP: fm_op = 67;
+#[doc = " Identity whose gradient is zero."]
+pub const FM_OP_STOP_GRADIENT: fm_op = 68;
+#[doc = " Identity whose gradient is zero."]
+pub const FM_OP_COUNT: fm_op = 69;
+#[doc = " Operations. Inputs are listed as (name: dtype, shape); \"x\" is f32 unless\n  stated. Elementwise ops broadcast their inputs as NumPy does. Attributes\n  come from fm_op_attrs; fields an op does not name are ignored. Values\n  are stable; new ones only before FM_OP_COUNT."]
+pub type fm_op = ::std::os::raw::c_uint;
+unsafe extern "C" {
+    #[doc = " A static name for an op (\"conv2d\"); \"unknown\" if invalid."]
+    pub fn fm_op_str(op: fm_op) -> *const ::std::os::raw::c_char;
+}
+pub const FM_REDUCTION_MEAN: fm_reduction = 0;
+pub const FM_REDUCTION_SUM: fm_reduction = 1;
+pub const FM_REDUCTION_COUNT: fm_reduction = 2;
+pub type fm_reduction = ::std::os::raw::c_uint;
+#[doc = " Attributes of an op; see each fm_op for the fields it reads. Start from\n  fm_op_attrs_default(). Negative axes count from the end."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct fm_op_attrs {
+    pub axes: [i64; 8usize],
+    pub num_axes: usize,
+    pub keep_dims: i32,
+    pub shape: [i64; 8usize],
+    pub rank: usize,
+    pub starts: [i64; 8usize],
+    pub ends: [i64; 8usize],
+    pub pad_before: [i64; 8usize],
+    pub pad_after: [i64; 8usize],
+    pub transpose_a: i32,
+    pub transpose_b: i32,
+    pub kernel_size: [i64; 2usize],
+    pub stride: [i64; 2usize],
+    pub padding: [i64; 2usize],
+    pub output_padding: [i64; 2usize],
+    pub dilation: [i64; 2usize],
+    pub groups: i64,
+    pub count_include_pad: i32,
+    pub approximate: i32,
+    pub training: i32,
+    pub correction: i32,
+    pub normalized_rank: i64,
+    pub depth: i64,
+    pub slope: f64,
+    pub alpha: f64,
+    pub exponent: f64,
+    pub min: f64,
+    pub max: f64,
+    pub value: f64,
+    pub delta: f64,
+    pub label_smoothing: f64,
+    pub p: f64,
+    pub momentum: f64,
+    pub eps: f64,
+    pub reduction: fm_reduction,
+    pub seed: u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of fm_op_attrs"][::std::mem::size_of::<fm_op_attrs>() - 640usize];
+    ["Alignment of fm_op_attrs"][::std::mem::align_of::<fm_op_attrs>() - 8usize];
+    ["Offset of field: fm_op_attrs::axes"][::std::mem::offset_of!(fm_op_attrs, axes) - 0usize];
+    ["Offset of field: fm_op_attrs::num_axes"]
+        [::std::mem::offset_of!(fm_op_attrs, num_axes) - 64usize];
+    ["Offset of field: fm_op_attrs::keep_dims"]
+        [::std::mem::offset_of!(fm_op_attrs, keep_dims) - 72usize];
+    ["Offset of field: fm_op_attrs::shape"][::std::mem::offset_of!(fm_op_attrs, shape) - 80usize];
+    ["Offset of field: fm_op_attrs::rank"][::std::mem::offset_of!(fm_op_attrs, rank) - 144usize];
+    ["Offset of field: fm_op_attrs::starts"]
+        [::std::mem::offset_of!(fm_op_attrs, starts) - 152usize];
+    ["Offset of field: fm_op_attrs::ends"][::std::mem::offset_of!(fm_op_attrs, ends) - 216usize];
+    ["Offset of field: fm_op_attrs::pad_before"]
+        [::std::mem::offset_of!(fm_op_attrs, pad_before) - 280usize];
+    ["Offset of field: fm_op_attrs::pad_after"]
+        [::std::mem::offset_of!(fm_op_attrs, pad_after) - 344usize];
+    ["Offset of field: fm_op_attrs::transpose_a"]
+        [::std::mem::offset_of!(fm_op_attrs, transpose_a) - 408usize];
+    ["Offset of field: fm_op_attrs::transpose_b"]
+        [::std::mem::offset_of!(fm_op_attrs, transpose_b) - 412usize];
+    ["Offset of field: fm_op_attrs::kernel_size"]
+        [::std::mem::offset_of!(fm_op_attrs, kernel_size) - 416usize];
+    ["Offset of field: fm_op_attrs::stride"]
+        [::std::mem::offset_of!(fm_op_attrs, stride) - 432usize];
+    ["Offset of field: fm_op_attrs::padding"]
+        [::std::mem::offset_of!(fm_op_attrs, padding) - 448usize];
+    ["Offset of field: fm_op_attrs::output_padding"]
+        [::std::mem::offset_of!(fm_op_attrs, output_padding) - 464usize];
+    ["Offset of field: fm_op_attrs::dilation"]
+        [::std::mem::offset_of!(fm_op_attrs, dilation) - 480usize];
+    ["Offset of field: fm_op_attrs::groups"]
+        [::std::mem::offset_of!(fm_op_attrs, groups) - 496usize];
+    ["Offset of field: fm_op_attrs::count_include_pad"]
+        [::std::mem::offset_of!(fm_op_attrs, count_include_pad) - 504usize];
+    ["Offset of field: fm_op_attrs::approximate"]
+        [::std::mem::offset_of!(fm_op_attrs, approximate) - 508usize];
+    ["Offset of field: fm_op_attrs::training"]
+        [::std::mem::offset_of!(fm_op_attrs, training) - 512usize];
+    ["Offset of field: fm_op_attrs::correction"]
+        [::std::mem::offset_of!(fm_op_attrs, correction) - 516usize];
+    ["Offset of field: fm_op_attrs::normalized_rank"]
+        [::std::mem::offset_of!(fm_op_attrs, normalized_rank) - 520usize];
+    ["Offset of field: fm_op_attrs::depth"][::std::mem::offset_of!(fm_op_attrs, depth) - 528usize];
+    ["Offset of field: fm_op_attrs::slope"][::std::mem::offset_of!(fm_op_attrs, slope) - 536usize];
+    ["Offset of field: fm_op_attrs::alpha"][::std::mem::offset_of!(fm_op_attrs, alpha) - 544usize];
+    ["Offset of field: fm_op_attrs::exponent"]
+        [::std::mem::offset_of!(fm_op_attrs, exponent) - 552usize];
+    ["Offset of field: fm_op_attrs::min"][::std::mem::offset_of!(fm_op_attrs, min) - 560usize];
+    ["Offset of field: fm_op_attrs::max"][::std::mem::offset_of!(fm_op_attrs, max) - 568usize];
+    ["Offset of field: fm_op_attrs::value"][::std::mem::offset_of!(fm_op_attrs, value) - 576usize];
+    ["Offset of field: fm_op_attrs::delta"][::std::mem::offset_of!(fm_op_attrs, delta) - 584usize];
+    ["Offset of field: fm_op_attrs::label_smoothing"]
+        [::std::mem::offset_of!(fm_op_attrs, label_smoothing) - 592usize];
+    ["Offset of field: fm_op_attrs::p"][::std::mem::offset_of!(fm_op_attrs, p) - 600usize];
+    ["Offset of field: fm_op_attrs::momentum"]
+        [::std::mem::offset_of!(fm_op_attrs, momentum) - 608usize];
+    ["Offset of field: fm_op_attrs::eps"][::std::mem::offset_of!(fm_op_attrs, eps) - 616usize];
+    ["Offset of field: fm_op_attrs::reduction"]
+        [::std::mem::offset_of!(fm_op_attrs, reduction) - 624usize];
+    ["Offset of field: fm_op_attrs::seed"][::std::mem::offset_of!(fm_op_attrs, seed) - 632usize];
+};
+unsafe extern "C" {
+    #[doc = " No axes, keep_dims 0, stride and dilation 1, padding 0, groups 1,\n  count_include_pad 1, training 1, correction 0, normalized_rank 1,\n  slope 0.01, alpha 1, exponent 1, min -inf, max +inf, value 0, delta 1,\n  label_smoothing 0, p 0.5, momentum 0.1, eps 1e-5, reduction MEAN, seed 0."]
+    pub fn fm_op_attrs_default() -> fm_op_attrs;
+}
+unsafe extern "C" {
+    #[doc = " Adds `op` applied to `inputs`; *out_value is its result. `attrs` may be\n  NULL for the defaults.\n  Errors: FM_ERR_SHAPE_MISMATCH / FM_ERR_DTYPE_MISMATCH naming the op and\n  shapes; FM_ERR_INVALID_ARGUMENT (wrong input count, bad attribute, value\n  of another graph)."]
+    pub fn fm_graph_op(
+        out_value: *mut fm_value,
+        graph: fm_graph,
+        op: fm_op,
+        inputs: *const fm_value,
+        num_inputs: usize,
+        attrs: *const fm_op_attrs,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " The dtype and shape of `value` (FM_BATCH where the batch goes)."]
+    pub fn fm_graph_value_info(
+        out_dtype: *mut fm_dtype,
+        out_dims: *mut i64,
+        out_rank: *mut usize,
+        graph: fm_graph,
+        value: fm_value,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " Number of variables, and the i-th (in creation order) with its name\n  (valid while the graph lives)."]
+    pub fn fm_graph_variable_count(out_count: *mut usize, graph: fm_graph) -> fm_status;
+}
+unsafe extern "C" {
+    pub fn fm_graph_variable_at(
+        out_value: *mut fm_value,
+        out_name: *mut *const ::std::os::raw::c_char,
+        graph: fm_graph,
+        index: usize,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " Reverse-mode gradients of the scalar `loss` with respect to each of\n  `wrt` (f32 values), as new values of the graph (zeros where the loss\n  does not depend on one).\n  Errors: FM_ERR_SHAPE_MISMATCH if `loss` is not a scalar."]
+    pub fn fm_graph_gradients(
+        out_gradients: *mut fm_value,
+        graph: fm_graph,
+        loss: fm_value,
+        wrt: *const fm_value,
+        count: usize,
+    ) -> fm_status;
+}
+pub const FM_OPTIMIZER_SGD: fm_optimizer_kind = 0;
+pub const FM_OPTIMIZER_ADAM: fm_optimizer_kind = 1;
+pub const FM_OPTIMIZER_ADAMW: fm_optimizer_kind = 2;
+pub const FM_OPTIMIZER_RMSPROP: fm_optimizer_kind = 3;
+pub const FM_OPTIMIZER_ADAGRAD: fm_optimizer_kind = 4;
+pub const FM_OPTIMIZER_ADADELTA: fm_optimizer_kind = 5;
+pub const FM_OPTIMIZER_NADAM: fm_optimizer_kind = 6;
+pub const FM_OPTIMIZER_COUNT: fm_optimizer_kind = 7;
+pub type fm_optimizer_kind = ::std::os::raw::c_uint;
+#[doc = " Optimizer settings, with PyTorch's meanings and defaults (start from\n  fm_optimizer_default(kind)). Gradient clipping happens first: by value\n  (clip_value > 0), then by global norm over all gradients (clip_norm > 0)."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct fm_optimizer {
+    pub kind: fm_optimizer_kind,
+    pub learning_rate: f64,
+    pub momentum: f64,
+    pub dampening: f64,
+    pub nesterov: i32,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub alpha: f64,
+    pub centered: i32,
+    pub rho: f64,
+    pub initial_accumulator: f64,
+    pub momentum_decay: f64,
+    pub clip_value: f64,
+    pub clip_norm: f64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of fm_optimizer"][::std::mem::size_of::<fm_optimizer>() - 128usize];
+    ["Alignment of fm_optimizer"][::std::mem::align_of::<fm_optimizer>() - 8usize];
+    ["Offset of field: fm_optimizer::kind"][::std::mem::offset_of!(fm_optimizer, kind) - 0usize];
+    ["Offset of field: fm_optimizer::learning_rate"]
+        [::std::mem::offset_of!(fm_optimizer, learning_rate) - 8usize];
+    ["Offset of field: fm_optimizer::momentum"]
+        [::std::mem::offset_of!(fm_optimizer, momentum) - 16usize];
+    ["Offset of field: fm_optimizer::dampening"]
+        [::std::mem::offset_of!(fm_optimizer, dampening) - 24usize];
+    ["Offset of field: fm_optimizer::nesterov"]
+        [::std::mem::offset_of!(fm_optimizer, nesterov) - 32usize];
+    ["Offset of field: fm_optimizer::beta1"][::std::mem::offset_of!(fm_optimizer, beta1) - 40usize];
+    ["Offset of field: fm_optimizer::beta2"][::std::mem::offset_of!(fm_optimizer, beta2) - 48usize];
+    ["Offset of field: fm_optimizer::eps"][::std::mem::offset_of!(fm_optimizer, eps) - 56usize];
+    ["Offset of field: fm_optimizer::weight_decay"]
+        [::std::mem::offset_of!(fm_optimizer, weight_decay) - 64usize];
+    ["Offset of field: fm_optimizer::alpha"][::std::mem::offset_of!(fm_optimizer, alpha) - 72usize];
+    ["Offset of field: fm_optimizer::centered"]
+        [::std::mem::offset_of!(fm_optimizer, centered) - 80usize];
+    ["Offset of field: fm_optimizer::rho"][::std::mem::offset_of!(fm_optimizer, rho) - 88usize];
+    ["Offset of field: fm_optimizer::initial_accumulator"]
+        [::std::mem::offset_of!(fm_optimizer, initial_accumulator) - 96usize];
+    ["Offset of field: fm_optimizer::momentum_decay"]
+        [::std::mem::offset_of!(fm_optimizer, momentum_decay) - 104usize];
+    ["Offset of field: fm_optimizer::clip_value"]
+        [::std::mem::offset_of!(fm_optimizer, clip_value) - 112usize];
+    ["Offset of field: fm_optimizer::clip_norm"]
+        [::std::mem::offset_of!(fm_optimizer, clip_norm) - 120usize];
+};
+unsafe extern "C" {
+    #[doc = " PyTorch's defaults for `kind` (SGD: lr 0.01; Adam/AdamW/Nadam: lr 1e-3\n  (Nadam 2e-3), betas 0.9/0.999, eps 1e-8, AdamW weight decay 0.01;\n  RMSProp: lr 0.01, alpha 0.99, eps 1e-8; AdaGrad: lr 0.01, eps 1e-10;\n  AdaDelta: lr 1, rho 0.9, eps 1e-6; Nadam momentum_decay 4e-3)."]
+    pub fn fm_optimizer_default(kind: fm_optimizer_kind) -> fm_optimizer;
+}
+unsafe extern "C" {
+    #[doc = " Adds the update of `variables` by `gradients` (pairwise) and returns a\n  token: fetching it runs one step. Creates the scalar variables\n  \"<prefix>lr\" (set it to change the learning rate without recompiling)\n  and \"<prefix>step\" (steps taken), and state variables named\n  \"<prefix><variable>.<state>\". `prefix` NULL means \"optimizer.\"."]
+    pub fn fm_graph_optimizer(
+        out_step: *mut fm_value,
+        graph: fm_graph,
+        optimizer: *const fm_optimizer,
+        variables: *const fm_value,
+        gradients: *const fm_value,
+        count: usize,
+        prefix: *const ::std::os::raw::c_char,
+    ) -> fm_status;
+}
+pub type fm_exec = usize;
+unsafe extern "C" {
+    #[doc = " Binds `graph` to `device`: allocates and initialises its variables. Plans\n  are made on first run for each combination of feed shapes and fetches.\n  The executable keeps the graph alive; values added to the graph later\n  can be fetched too. Returns a new reference."]
+    pub fn fm_graph_compile(
+        out_exec: *mut fm_exec,
+        graph: fm_graph,
+        device: fm_device,
+    ) -> fm_status;
+}
+#[doc = " One placeholder and the tensor fed to it for a run."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct fm_feed {
+    pub placeholder: fm_value,
+    pub tensor: fm_tensor,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of fm_feed"][::std::mem::size_of::<fm_feed>() - 16usize];
+    ["Alignment of fm_feed"][::std::mem::align_of::<fm_feed>() - 8usize];
+    ["Offset of field: fm_feed::placeholder"]
+        [::std::mem::offset_of!(fm_feed, placeholder) - 0usize];
+    ["Offset of field: fm_feed::tensor"][::std::mem::offset_of!(fm_feed, tensor) - 8usize];
+};
+unsafe extern "C" {
+    #[doc = " Runs the graph once: computes `fetches` from `feeds` and performs the\n  assignments the fetched tokens depend on. If `out_tensors` is not NULL,\n  out_tensors[i] receives a new reference to a tensor holding fetches[i]\n  (on the executable's device). With `stream`, the work is queued and the\n  feeds must stay unchanged until the stream is synchronized.\n  Errors: FM_ERR_INVALID_ARGUMENT (a needed placeholder not fed, a feed\n  on another device); FM_ERR_SHAPE_MISMATCH / FM_ERR_DTYPE_MISMATCH (feed\n  does not fit its placeholder); FM_ERR_OUT_OF_RANGE (an index or label\n  outside its range, found while running)."]
+    pub fn fm_exec_run(
+        exec: fm_exec,
+        feeds: *const fm_feed,
+        num_feeds: usize,
+        fetches: *const fm_value,
+        num_fetches: usize,
+        out_tensors: *mut fm_tensor,
+        stream: fm_stream,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " The shape of variable `name`: out_dims (room for FM_MAX_RANK), *out_rank.\n  Errors: FM_ERR_INVALID_ARGUMENT if there is no such variable."]
+    pub fn fm_exec_variable_shape(
+        out_dims: *mut i64,
+        out_rank: *mut usize,
+        exec: fm_exec,
+        name: *const ::std::os::raw::c_char,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " Copies variable `name` to host memory (`count` must be its size)."]
+    pub fn fm_exec_read_variable(
+        exec: fm_exec,
+        name: *const ::std::os::raw::c_char,
+        dst: *mut ::std::os::raw::c_void,
+        count: usize,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " Overwrites variable `name` from host memory (`count` must be its size)."]
+    pub fn fm_exec_write_variable(
+        exec: fm_exec,
+        name: *const ::std::os::raw::c_char,
+        src: *const ::std::os::raw::c_void,
+        count: usize,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " Bytes of device memory the most recent run's plan needs for its\n  intermediate values (after buffer reuse), and what they would need\n  without reuse."]
+    pub fn fm_exec_planned_memory(
+        out_peak_bytes: *mut u64,
+        out_unshared_bytes: *mut u64,
+        exec: fm_exec,
     ) -> fm_status;
 }

@@ -1,0 +1,181 @@
+// The graph IR. Every node computes one value from earlier nodes (creation
+// order is a topological order). Public ops (fm_op) are built from a
+// smaller set of primitives (Prim), so autodiff, the planner and every
+// backend only deal with primitives.
+//
+// Shapes: a placeholder may have a symbolic batch dim. Each node carries its
+// shape for two probe batch sizes; a dim that differs between them is the
+// batch ("-1" to users). Inference thus only ever sees concrete shapes, and
+// the same functions specialise a plan for the real batch size.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "ferrometal.h"
+#include "handles.h"
+#include "shape.h"
+
+namespace fm {
+
+enum class Prim : uint8_t {
+    // Sources.
+    Placeholder, Variable, Constant,
+    // Elementwise, one input (attrs: slope, alpha, exponent, min, max).
+    Neg, Abs, Exp, Log, Sqrt, Rsqrt, Pow, Clamp, Relu, LeakyRelu, Elu, Sigmoid, Tanh, Silu,
+    GeluErf, GeluTanh, Softplus, Step, Sign, GeluErfDerivative, GeluTanhDerivative,
+    // Elementwise, two inputs with broadcasting.
+    Add, Sub, Mul, Div, Maximum, Minimum, Equal, NotEqual, Less, LessEqual, Greater, GreaterEqual,
+    // Elementwise, three inputs.
+    Where,
+    // Elementwise source: the dropout mask of its input's shape (attrs p, seed).
+    DropoutMask,
+    // Everything else.
+    MatMul,              // (a, b): transpose_a/b, leading dims broadcast
+    Conv2d,              // (x, w)
+    Conv2dBackwardInput, // (dy, w), input size in attrs.shape[0..1]; conv_transpose2d's forward
+    Conv2dBackwardWeight,// (x, dy), kernel size in attrs.shape[0..1]
+    MaxPool2d, MaxPool2dBackward,  // (x) ; (x, dy)
+    AvgPool2d, AvgPool2dBackward,  // (x) ; (dy), input size in attrs.shape[0..1]
+    ReduceSum, ReduceMax, ReduceMin,  // axes, keep_dims
+    ArgMax,              // axes[0] -> i32
+    ElementCount,        // (x): f32 scalar, the number of elements of x in `axes` (all if none)
+    ReduceToLike,        // (x, like): sum x down to like's shape (undoes broadcasting)
+    BroadcastLike,       // (x, like) or (x) with attrs.shape: broadcast x up
+    // Views (no data moves): (x, like) takes like's shape, else from attrs.
+    Reshape,             // attrs.shape, one -1 inferred
+    Flatten,             // [d0, d1, ...] -> [d0, d1 * ...]
+    Squeeze,             // axes (resolved), or every size-1 dim when none
+    Unsqueeze,           // axes (resolved, of the output)
+    Permute,             // axes
+    Slice,               // starts/ends per dim, raw (negative from the end, clamped)
+    SliceBackward,       // (dy, x_like): dy placed where Slice took it, zeros elsewhere
+    Pad,                 // pad_before, pad_after, value
+    Concat,              // axes[0]
+    Softmax, LogSoftmax, // axes[0]
+    GatherRows,          // (table, indices)
+    ScatterAddRows,      // (dy, indices), table shape in attrs.shape[0..1]
+    OneHot,              // (indices) depth
+    Pick, PickBackward,  // (x, labels) ; (dy, labels), classes in attrs.depth
+    Assign,              // (variable, value)
+    Group,               // (values...)
+    StopGradient,        // (x)
+    Count
+};
+
+const char *prim_name(Prim prim);
+bool prim_is_elementwise(Prim prim);
+bool prim_is_view(Prim prim);  // Reshape, Flatten, Squeeze, Unsqueeze
+// Whether input `i` of `prim` is read only for its shape (its data need not exist).
+bool input_is_shape_only(Prim prim, size_t i);
+
+struct Node {
+    Prim prim = Prim::Constant;
+    std::vector<uint32_t> inputs;
+    fm_op_attrs attrs{};
+    fm_dtype dtype = FM_DTYPE_F32;
+    Shape probe[2];         // shape at the two probe batch sizes
+    const char *origin = "";  // the public op that made it, for messages
+    std::string name;       // placeholders and variables
+    int32_t slot = -1;      // index among placeholders / variables / constants
+    // Assignments that must run whenever this value is computed (the
+    // running statistics of a training batch norm).
+    std::vector<uint32_t> effects;
+};
+
+// What a variable starts as.
+struct VariableInit {
+    fm_init init{};
+    std::vector<unsigned char> data;  // FM_INIT_DATA, copied
+};
+
+class Graph : public Object {
+public:
+    static constexpr ObjectKind kind = ObjectKind::Graph;
+    static constexpr int64_t kProbeBatch[2] = {2, 3};
+
+    Graph();
+
+    uint32_t serial() const { return serial_; }
+    fm_value to_value(uint32_t index) const { return (uint64_t(serial_) << 32) | (index + 1); }
+    // Throws FM_ERR_INVALID_ARGUMENT naming `argument` for a value that is
+    // not of this graph.
+    uint32_t from_value(fm_value value, const char *argument) const;
+
+    const Node &node(uint32_t index) const { return nodes_[index]; }
+    size_t size() const { return nodes_.size(); }
+
+    uint32_t add_placeholder(const std::string &name, fm_dtype dtype, const Shape &shape);
+    uint32_t add_variable(const std::string &name, fm_dtype dtype, const Shape &shape,
+                          VariableInit init);
+    uint32_t add_constant(fm_dtype dtype, const Shape &shape, const void *data);
+    uint32_t add_scalar(double value);
+    // Infers the result for both probes; throws naming `origin`.
+    uint32_t add(Prim prim, std::vector<uint32_t> inputs, const fm_op_attrs &attrs,
+                 const char *origin);
+
+    void add_effect(uint32_t value, uint32_t assignment) { nodes_[value].effects.push_back(assignment); }
+
+    // The public shape: FM_BATCH where the probes differ.
+    Shape public_shape(uint32_t index) const;
+    bool has_batch(uint32_t index) const { return nodes_[index].probe[0] != nodes_[index].probe[1]; }
+    bool same_shape(uint32_t a, uint32_t b) const {
+        return nodes_[a].probe[0] == nodes_[b].probe[0] && nodes_[a].probe[1] == nodes_[b].probe[1];
+    }
+
+    const std::vector<uint32_t> &placeholders() const { return placeholders_; }
+    const std::vector<uint32_t> &variables() const { return variables_; }
+    const VariableInit &variable_init(int32_t slot) const { return inits_[slot]; }
+    const std::vector<unsigned char> &constant_data(int32_t slot) const { return constants_[slot]; }
+    // Index of the variable or placeholder called `name`, or -1.
+    int64_t find_named(const std::string &name) const;
+
+    // Graphs are built by one thread at a time (header contract); this lock
+    // protects readers that executables run on other threads.
+    std::mutex &mutex() { return mutex_; }
+
+private:
+    uint32_t push(Node node);
+    void claim_name(const std::string &name);
+
+    uint32_t serial_;
+    std::vector<Node> nodes_;
+    std::vector<uint32_t> placeholders_, variables_;
+    std::vector<VariableInit> inits_;
+    std::vector<std::vector<unsigned char>> constants_;
+    std::unordered_map<std::string, uint32_t> names_;
+    std::mutex mutex_;
+};
+
+// Shape and dtype inference for one primitive on concrete input shapes.
+// Throws FM_ERR_SHAPE_MISMATCH / DTYPE_MISMATCH naming `origin`.
+struct Inferred {
+    Shape shape;
+    fm_dtype dtype;
+};
+Inferred infer(Prim prim, const fm_op_attrs &attrs, const std::vector<const Shape *> &shapes,
+               const std::vector<fm_dtype> &dtypes, const char *origin);
+
+// Output size of a convolution / pooling window along one dim.
+int64_t window_output(int64_t in, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation);
+
+// Slice bounds of `attrs` resolved against `shape`: starts and result dims.
+void resolve_slice(const Shape &shape, const fm_op_attrs &attrs, int64_t *starts, Shape *result);
+
+// Bit i set for each reduced axis (all axes when num_axes is 0).
+uint32_t axes_mask(const fm_op_attrs &attrs, size_t rank);
+
+const char *op_name(fm_op op);
+// Adds the public `op` to `graph` as primitives; returns the result value.
+uint32_t build_op(Graph &graph, fm_op op, const std::vector<uint32_t> &inputs, fm_op_attrs attrs);
+// Reverse-mode gradients of scalar `loss` for each of `wrt`.
+std::vector<uint32_t> build_gradients(Graph &graph, uint32_t loss, const std::vector<uint32_t> &wrt);
+// Optimizer update subgraph; returns its Group token.
+uint32_t build_optimizer(Graph &graph, const fm_optimizer &optimizer,
+                         const std::vector<uint32_t> &variables,
+                         const std::vector<uint32_t> &gradients, const std::string &prefix);
+
+}  // namespace fm

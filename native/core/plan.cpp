@@ -1,0 +1,408 @@
+#include "plan.h"
+
+#include <algorithm>
+#include <map>
+
+#include "dtype.h"
+#include "error.h"
+
+namespace fm {
+
+namespace {
+
+constexpr size_t kAlignment = 64;
+
+size_t byte_size(const Shape &shape, fm_dtype dtype) {
+    return size_t(element_count(shape)) * dtype_size(dtype, "dtype");
+}
+
+// First-fit allocation of arena ranges, coalescing on release.
+class ArenaAllocator {
+public:
+    size_t allocate(size_t bytes) {
+        bytes = std::max<size_t>((bytes + kAlignment - 1) / kAlignment * kAlignment, kAlignment);
+        for (auto it = free_.begin(); it != free_.end(); ++it) {
+            if (it->second >= bytes) {
+                size_t offset = it->first;
+                size_t left = it->second - bytes;
+                free_.erase(it);
+                if (left) free_[offset + bytes] = left;
+                return offset;
+            }
+        }
+        // Grow: a free block at the very end is extended rather than skipped.
+        size_t offset = end_;
+        if (!free_.empty()) {
+            auto last = std::prev(free_.end());
+            if (last->first + last->second == end_) {
+                offset = last->first;
+                free_.erase(last);
+            }
+        }
+        end_ = offset + bytes;
+        return offset;
+    }
+    void release(size_t offset, size_t bytes) {
+        bytes = std::max<size_t>((bytes + kAlignment - 1) / kAlignment * kAlignment, kAlignment);
+        auto it = free_.emplace(offset, bytes).first;
+        auto next = std::next(it);
+        if (next != free_.end() && it->first + it->second == next->first) {
+            it->second += next->second;
+            free_.erase(next);
+        }
+        if (it != free_.begin()) {
+            auto prev = std::prev(it);
+            if (prev->first + prev->second == it->first) {
+                prev->second += it->second;
+                free_.erase(it);
+            }
+        }
+    }
+    size_t size() const { return end_; }
+
+private:
+    std::map<size_t, size_t> free_;
+    size_t end_ = 0;
+};
+
+class Planner {
+public:
+    Planner(const Graph &graph, const std::vector<Shape> &feed_shapes, const std::vector<bool> &fed,
+            const std::vector<uint32_t> &fetches)
+        : g(graph), feed_shapes(feed_shapes), fed(fed), fetches(fetches) {}
+
+    Plan run();
+
+private:
+    void mark_needed();
+    void specialise();
+    void schedule();
+    void form_groups();
+    void lay_out();
+
+    const Graph &g;
+    const std::vector<Shape> &feed_shapes;
+    const std::vector<bool> &fed;
+    const std::vector<uint32_t> &fetches;
+
+    std::vector<bool> needed;
+    std::vector<Shape> shapes;          // concrete, per node
+    std::vector<uint32_t> order;        // schedule: non-assigns, then assigns
+    std::vector<int32_t> group_of;      // fused group per node, -1 if none
+    std::vector<std::vector<uint32_t>> groups;
+    std::vector<int32_t> alias_of;      // views: the node whose storage they share
+    Plan plan;
+};
+
+void Planner::mark_needed() {
+    needed.assign(g.size(), false);
+    std::vector<uint32_t> stack(fetches.begin(), fetches.end());
+    while (!stack.empty()) {
+        uint32_t v = stack.back();
+        stack.pop_back();
+        if (needed[v]) continue;
+        needed[v] = true;
+        const Node &node = g.node(v);
+        for (size_t i = 0; i < node.inputs.size(); ++i) stack.push_back(node.inputs[i]);
+        for (uint32_t effect : node.effects) stack.push_back(effect);
+    }
+}
+
+void Planner::specialise() {
+    shapes.assign(g.size(), Shape{});
+    for (uint32_t v = 0; v < g.size(); ++v) {
+        if (!needed[v]) continue;
+        const Node &node = g.node(v);
+        switch (node.prim) {
+            case Prim::Placeholder:
+                if (!fed[node.slot]) {
+                    fail(FM_ERR_INVALID_ARGUMENT, "argument 'feeds': placeholder '", node.name,
+                         "' is needed by the fetched values but was not fed");
+                }
+                shapes[v] = feed_shapes[node.slot];
+                break;
+            case Prim::Variable:
+            case Prim::Constant:
+                shapes[v] = node.probe[0];
+                break;
+            default: {
+                std::vector<const Shape *> in;
+                std::vector<fm_dtype> dtypes;
+                for (uint32_t input : node.inputs) {
+                    in.push_back(&shapes[input]);
+                    dtypes.push_back(g.node(input).dtype);
+                }
+                shapes[v] = infer(node.prim, node.attrs, in, dtypes, node.origin).shape;
+            }
+        }
+    }
+}
+
+void Planner::schedule() {
+    std::vector<uint32_t> assigns;
+    for (uint32_t v = 0; v < g.size(); ++v) {
+        if (!needed[v]) continue;
+        (g.node(v).prim == Prim::Assign ? assigns : order).push_back(v);
+    }
+    // Assignments take effect at the end, so every op of the run reads the
+    // values variables had when it started.
+    order.insert(order.end(), assigns.begin(), assigns.end());
+}
+
+// Greedy fusion: an elementwise node joins the group of one of its
+// elementwise inputs when all members have one shape. A group is sealed as
+// soon as a node outside it consumes one of its values, since the group runs
+// at its last member's place in the schedule.
+void Planner::form_groups() {
+    group_of.assign(g.size(), -1);
+    std::vector<bool> sealed;
+    for (uint32_t v : order) {
+        const Node &node = g.node(v);
+        if (prim_is_elementwise(node.prim)) {
+            int32_t chosen = -1;
+            for (uint32_t input : node.inputs) {
+                int32_t group = group_of[input];
+                if (group >= 0 && !sealed[group] && shapes[input] == shapes[v]) chosen = group;
+            }
+            if (chosen < 0) {
+                chosen = int32_t(groups.size());
+                groups.emplace_back();
+                sealed.push_back(false);
+            }
+            for (uint32_t input : node.inputs) {
+                if (group_of[input] >= 0 && group_of[input] != chosen) sealed[group_of[input]] = true;
+            }
+            groups[chosen].push_back(v);
+            group_of[v] = chosen;
+        } else {
+            for (size_t i = 0; i < node.inputs.size(); ++i) {
+                int32_t group = group_of[node.inputs[i]];
+                if (group >= 0) sealed[group] = true;
+            }
+        }
+    }
+}
+
+void Planner::lay_out() {
+    size_t n = g.size();
+    // Position of each node's work in the schedule; a group works at its last member.
+    std::vector<size_t> position(n, SIZE_MAX);
+    for (size_t i = 0; i < order.size(); ++i) position[order[i]] = i;
+    std::vector<size_t> runs_at(n, SIZE_MAX);
+    for (uint32_t v : order) {
+        runs_at[v] = group_of[v] >= 0 ? position[groups[group_of[v]].back()] : position[v];
+    }
+    alias_of.assign(n, -1);
+    for (uint32_t v : order) {
+        Prim p = g.node(v).prim;
+        if (prim_is_view(p) || p == Prim::StopGradient) alias_of[v] = int32_t(g.node(v).inputs[0]);
+    }
+    auto root = [&](uint32_t v) {
+        while (alias_of[v] >= 0) v = uint32_t(alias_of[v]);
+        return v;
+    };
+    // Materialized values: read by a step outside their group, fetched, or
+    // assigned. Their last use decides when their arena range is free.
+    std::vector<size_t> last_use(n, 0);
+    std::vector<bool> materialized(n, false);
+    auto use = [&](uint32_t v, size_t at) {
+        uint32_t r = root(v);
+        materialized[r] = true;
+        last_use[r] = std::max(last_use[r], at);
+    };
+    for (uint32_t v : order) {
+        const Node &node = g.node(v);
+        if (alias_of[v] >= 0 || node.prim == Prim::Group) continue;
+        for (size_t i = 0; i < node.inputs.size(); ++i) {
+            uint32_t input = node.inputs[i];
+            if (input_is_shape_only(node.prim, i)) continue;
+            bool same_group = group_of[v] >= 0 && group_of[v] == group_of[input];
+            if (!same_group) use(input, runs_at[v]);
+        }
+    }
+    // Fetched views and sources are copied out after the last step.
+    for (uint32_t f : fetches) {
+        if (root(f) != f || g.node(f).prim == Prim::Placeholder || g.node(f).prim == Prim::Variable ||
+            g.node(f).prim == Prim::Constant) {
+            use(f, order.size());
+        }
+    }
+    std::map<uint32_t, uint32_t> output_slot;
+    for (uint32_t f : fetches) {
+        if (output_slot.count(f)) continue;
+        uint32_t slot = uint32_t(plan.outputs.size());
+        output_slot[f] = slot;
+        TensorRef out;
+        out.storage = Storage::Output;
+        out.index = slot;
+        out.shape = shapes[f];
+        out.dtype = g.node(f).dtype;
+        plan.outputs.push_back(out);
+    }
+
+    // Where each root lives.
+    std::vector<TensorRef> where(n);
+    std::vector<bool> placed(n, false);
+    auto ref_of = [&](uint32_t v) {
+        TensorRef ref = where[root(v)];
+        ref.shape = shapes[v];
+        ref.dtype = g.node(v).dtype;
+        return ref;
+    };
+    ArenaAllocator arena;
+    std::vector<std::vector<uint32_t>> frees_after(order.size() + 1);
+    auto place = [&](uint32_t v, size_t at) {
+        if (placed[v]) return;
+        placed[v] = true;
+        const Node &node = g.node(v);
+        TensorRef &ref = where[v];
+        ref.shape = shapes[v];
+        ref.dtype = node.dtype;
+        auto fetched = output_slot.find(v);
+        if (node.prim == Prim::Placeholder) {
+            ref.storage = Storage::Feed, ref.index = uint32_t(node.slot);
+        } else if (node.prim == Prim::Variable) {
+            ref.storage = Storage::Variable, ref.index = uint32_t(node.slot);
+        } else if (node.prim == Prim::Constant) {
+            ref.storage = Storage::Constant, ref.index = uint32_t(node.slot);
+        } else if (node.prim == Prim::ElementCount) {
+            uint32_t mask = axes_mask(node.attrs, shapes[node.inputs[0]].size());
+            double count = 1;
+            for (size_t i = 0; i < shapes[node.inputs[0]].size(); ++i) {
+                if (mask >> i & 1) count *= double(shapes[node.inputs[0]][i]);
+            }
+            ref.storage = Storage::Scalar, ref.index = uint32_t(plan.scalars.size());
+            plan.scalars.push_back(float(count));
+        } else if (fetched != output_slot.end()) {
+            ref = plan.outputs[fetched->second];
+        } else {
+            size_t bytes = byte_size(shapes[v], node.dtype);
+            ref.storage = Storage::Arena;
+            ref.offset = arena.allocate(bytes);
+            plan.unshared_bytes += (bytes + kAlignment - 1) / kAlignment * kAlignment;
+            frees_after[std::max(last_use[v], at)].push_back(v);
+        }
+    };
+
+    for (size_t i = 0; i < order.size(); ++i) {
+        uint32_t v = order[i];
+        const Node &node = g.node(v);
+        if (alias_of[v] >= 0 || node.prim == Prim::Group) continue;
+        int32_t group = group_of[v];
+        if (group >= 0) {
+            if (groups[group].back() != v) continue;  // the group is emitted at its last member
+            auto fused = std::make_shared<Fused>();
+            fused->shape = shapes[v];
+            std::map<uint32_t, int32_t> reg;
+            const auto &members = groups[group];
+            for (uint32_t m : members) {
+                for (uint32_t input : g.node(m).inputs) {
+                    if (group_of[input] == group || reg.count(input)) continue;
+                    place(root(input), i);
+                    reg[input] = int32_t(fused->loads.size());
+                    fused->loads.push_back(ref_of(input));
+                }
+            }
+            int32_t next = int32_t(fused->loads.size());
+            for (uint32_t m : members) {
+                const Node &member = g.node(m);
+                FusedInstruction ins;
+                ins.prim = member.prim;
+                int32_t *operands[3] = {&ins.a, &ins.b, &ins.c};
+                for (size_t k = 0; k < member.inputs.size() && k < 3; ++k) *operands[k] = reg.at(member.inputs[k]);
+                const fm_op_attrs &a = member.attrs;
+                switch (member.prim) {
+                    case Prim::LeakyRelu: ins.p0 = float(a.slope); break;
+                    case Prim::Elu: ins.p0 = float(a.alpha); break;
+                    case Prim::Pow: ins.p0 = float(a.exponent); break;
+                    case Prim::Clamp: ins.p0 = float(a.min), ins.p1 = float(a.max); break;
+                    case Prim::DropoutMask:
+                        ins.p0 = float(a.p), ins.seed = a.seed, ins.a = -1;
+                        plan.uses_dropout = true;
+                        break;
+                    default: break;
+                }
+                fused->code.push_back(ins);
+                reg[m] = next++;
+            }
+            for (uint32_t m : members) {
+                if (!materialized[m] && !output_slot.count(m)) continue;
+                place(m, i);
+                fused->stores.emplace_back(reg[m], ref_of(m));
+            }
+            Step step;
+            step.kind = StepKind::Fused;
+            step.fused = fused;
+            step.origin = g.node(members.front()).origin;
+            plan.steps.push_back(std::move(step));
+        } else if (node.prim == Prim::Assign) {
+            uint32_t value = node.inputs[1];
+            place(root(value), i);
+            TensorRef from = ref_of(value), to = ref_of(node.inputs[0]);
+            place(root(node.inputs[0]), i);
+            to = ref_of(node.inputs[0]);
+            if (from.storage == Storage::Variable && from.index == to.index) continue;
+            Step step;
+            step.kind = StepKind::Copy;
+            step.inputs = {from};
+            step.output = to;
+            step.origin = node.origin;
+            plan.steps.push_back(std::move(step));
+        } else if (node.prim == Prim::Placeholder || node.prim == Prim::Variable ||
+                   node.prim == Prim::Constant || node.prim == Prim::ElementCount) {
+            place(v, i);
+        } else {
+            Step step;
+            step.kind = StepKind::Kernel;
+            step.prim = node.prim;
+            step.attrs = node.attrs;
+            step.origin = node.origin;
+            for (size_t k = 0; k < node.inputs.size(); ++k) {
+                uint32_t input = node.inputs[k];
+                if (!input_is_shape_only(node.prim, k)) place(root(input), i);
+                TensorRef ref = input_is_shape_only(node.prim, k) ? TensorRef{} : ref_of(input);
+                ref.shape = shapes[input];
+                ref.dtype = g.node(input).dtype;
+                step.inputs.push_back(ref);
+            }
+            place(v, i);
+            step.output = ref_of(v);
+            plan.steps.push_back(std::move(step));
+        }
+        for (uint32_t dead : frees_after[i]) {
+            arena.release(where[dead].offset, byte_size(shapes[dead], g.node(dead).dtype));
+        }
+    }
+    // Fetched values that no step wrote (sources, views): copy them out.
+    for (auto [value, slot] : output_slot) {
+        uint32_t r = root(value);
+        place(r, order.size());
+        TensorRef from = ref_of(value);
+        if (from.storage == Storage::Output && from.index == slot) continue;
+        Step step;
+        step.kind = StepKind::Copy;
+        step.inputs = {from};
+        step.output = plan.outputs[slot];
+        step.origin = g.node(value).origin;
+        plan.steps.push_back(std::move(step));
+    }
+    plan.arena_bytes = arena.size();
+}
+
+Plan Planner::run() {
+    mark_needed();
+    specialise();
+    schedule();
+    form_groups();
+    lay_out();
+    return std::move(plan);
+}
+
+}  // namespace
+
+Plan make_plan(const Graph &graph, const std::vector<Shape> &feed_shapes, const std::vector<bool> &fed,
+               const std::vector<uint32_t> &fetches) {
+    return Planner(graph, feed_shapes, fed, fetches).run();
+}
+
+}  // namespace fm
