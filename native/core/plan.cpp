@@ -240,6 +240,40 @@ void Planner::lay_out() {
         plan.outputs.push_back(out);
     }
 
+    auto output_slot_planned = [&](uint32_t v) {
+        return std::find(fetches.begin(), fetches.end(), v) != fetches.end();
+    };
+    // In-place updates: an assigned value made by a fused group is stored
+    // straight into its variable when every other reader of the variable's
+    // old value runs before the group or inside it (reading the same index
+    // it writes). That removes the arena slot and the copy of the update.
+    std::vector<int64_t> in_place(n, -1);
+    for (uint32_t v : order) {
+        const Node &node = g.node(v);
+        if (node.prim != Prim::Assign) continue;
+        uint32_t variable = node.inputs[0], value = node.inputs[1];
+        if (group_of[value] < 0 || in_place[value] >= 0 || output_slot_planned(value)) continue;
+        size_t at = runs_at[value];
+        bool safe = true;
+        for (uint32_t f : fetches) {
+            if (root(f) == variable) safe = false;  // copied out after the last step
+        }
+        for (uint32_t reader : order) {
+            const Node &r = g.node(reader);
+            if (r.prim == Prim::Assign) {
+                // Another assignment copying the old value runs at the end.
+                if (reader != v && root(r.inputs[1]) == variable) safe = false;
+                continue;
+            }
+            for (uint32_t input : r.inputs) {
+                if (root(input) != variable) continue;
+                bool same_group = group_of[reader] >= 0 && group_of[reader] == group_of[value];
+                if (!same_group && runs_at[reader] >= at) safe = false;
+            }
+        }
+        if (safe) in_place[value] = variable;
+    }
+
     // Where each root lives.
     std::vector<TensorRef> where(n);
     std::vector<bool> placed(n, false);
@@ -275,6 +309,8 @@ void Planner::lay_out() {
             plan.scalars.push_back(float(count));
         } else if (fetched != output_slot.end()) {
             ref = plan.outputs[fetched->second];
+        } else if (in_place[v] >= 0) {
+            ref.storage = Storage::Variable, ref.index = uint32_t(g.node(uint32_t(in_place[v])).slot);
         } else {
             size_t bytes = byte_size(shapes[v], node.dtype);
             ref.storage = Storage::Arena;
@@ -284,10 +320,59 @@ void Planner::lay_out() {
         }
     };
 
+    // Assignments copy at the end, one after another; one that reads a
+    // variable another overwrites gets a snapshot taken before any of them.
+    std::vector<bool> assigned(n, false);
+    for (uint32_t v : order) {
+        if (g.node(v).prim == Prim::Assign) assigned[g.node(v).inputs[0]] = true;
+    }
+    std::map<uint32_t, TensorRef> snapshot;
+    bool snapshots_taken = false;
+    // Fetched values that no step wrote (sources, views) are copied out
+    // after the last op and before the first assignment changes a variable.
+    bool fetches_copied = false;
+    auto copy_out_fetches = [&](size_t at) {
+        fetches_copied = true;
+        for (auto [value, slot] : output_slot) {
+            uint32_t r = root(value);
+            place(r, at);
+            TensorRef from = ref_of(value);
+            if (from.storage == Storage::Output && from.index == slot) continue;
+            Step step;
+            step.kind = StepKind::Copy;
+            step.inputs = {from};
+            step.output = plan.outputs[slot];
+            step.origin = g.node(value).origin;
+            plan.steps.push_back(std::move(step));
+        }
+    };
+
     for (size_t i = 0; i < order.size(); ++i) {
         uint32_t v = order[i];
         const Node &node = g.node(v);
         if (alias_of[v] >= 0 || node.prim == Prim::Group) continue;
+        if (node.prim == Prim::Assign && !snapshots_taken) {
+            snapshots_taken = true;
+            copy_out_fetches(i);
+            for (size_t k = i; k < order.size(); ++k) {
+                const Node &a = g.node(order[k]);
+                uint32_t source = root(a.inputs[1]);
+                if (a.prim != Prim::Assign || !assigned[source] || source == a.inputs[0]) continue;
+                place(source, i);
+                TensorRef from = ref_of(a.inputs[1]);
+                TensorRef copy = from;
+                copy.storage = Storage::Arena;
+                copy.offset = arena.allocate(byte_size(from.shape, from.dtype));
+                plan.unshared_bytes += byte_size(from.shape, from.dtype);
+                Step step;
+                step.kind = StepKind::Copy;
+                step.inputs = {from};
+                step.output = copy;
+                step.origin = a.origin;
+                plan.steps.push_back(std::move(step));
+                snapshot[order[k]] = copy;
+            }
+        }
         int32_t group = group_of[v];
         if (group >= 0) {
             if (groups[group].back() != v) continue;  // the group is emitted at its last member
@@ -338,10 +423,11 @@ void Planner::lay_out() {
         } else if (node.prim == Prim::Assign) {
             uint32_t value = node.inputs[1];
             place(root(value), i);
-            TensorRef from = ref_of(value), to = ref_of(node.inputs[0]);
             place(root(node.inputs[0]), i);
-            to = ref_of(node.inputs[0]);
-            if (from.storage == Storage::Variable && from.index == to.index) continue;
+            auto taken = snapshot.find(v);
+            TensorRef from = taken != snapshot.end() ? taken->second : ref_of(value);
+            TensorRef to = ref_of(node.inputs[0]);
+            if (from.storage == Storage::Variable && from.index == to.index) continue;  // updated in place
             Step step;
             step.kind = StepKind::Copy;
             step.inputs = {from};
@@ -373,19 +459,7 @@ void Planner::lay_out() {
             arena.release(where[dead].offset, byte_size(shapes[dead], g.node(dead).dtype));
         }
     }
-    // Fetched values that no step wrote (sources, views): copy them out.
-    for (auto [value, slot] : output_slot) {
-        uint32_t r = root(value);
-        place(r, order.size());
-        TensorRef from = ref_of(value);
-        if (from.storage == Storage::Output && from.index == slot) continue;
-        Step step;
-        step.kind = StepKind::Copy;
-        step.inputs = {from};
-        step.output = plan.outputs[slot];
-        step.origin = g.node(value).origin;
-        plan.steps.push_back(std::move(step));
-    }
+    if (!fetches_copied) copy_out_fetches(order.size());
     plan.arena_bytes = arena.size();
 }
 
