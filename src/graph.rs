@@ -1008,6 +1008,13 @@ pub struct Exec {
 unsafe impl Send for Exec {}
 
 impl Exec {
+    pub(crate) fn adopt(handle: OwnedHandle, device: &Device) -> Exec {
+        Exec {
+            handle,
+            device: device.clone(),
+        }
+    }
+
     /// Runs once: feeds placeholders, returns one tensor per fetch, and does
     /// the assignments (optimizer steps) the fetched values depend on.
     pub fn run(

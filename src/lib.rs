@@ -21,22 +21,27 @@
 #![warn(missing_docs)]
 
 mod buffer;
+pub mod data;
 mod device;
 mod dtype;
 mod error;
 mod graph;
 mod handle;
+pub mod nn;
 mod stream;
 pub mod sys;
 mod tensor;
+pub mod train;
 
 pub use buffer::Buffer;
 pub use device::{Backend, Device, DeviceInfo, Location, PoolStats};
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
 pub use graph::{Attrs, Conv2d, Exec, Graph, Init, Op, Optimizer, Pool2d, Reduction, Value, BATCH};
+pub use nn::{Layer, LayerKind, Model, ModelBuilder};
 pub use stream::{PendingRead, Stream};
 pub use tensor::Tensor;
+pub use train::{Evaluation, Inference, Loss, Trainer};
 
 /// The library version, "major.minor.patch".
 pub fn version() -> &'static str {

@@ -125,6 +125,8 @@ const char *object_kind_name(ObjectKind kind) {
         case ObjectKind::Tensor: return "tensor";
         case ObjectKind::Graph: return "graph";
         case ObjectKind::Exec: return "exec";
+        case ObjectKind::Trainer: return "trainer";
+        case ObjectKind::Inference: return "inference";
     }
     return "unknown";
 }

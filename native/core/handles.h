@@ -15,6 +15,8 @@ enum class ObjectKind : uint8_t {
     Tensor = 4,
     Graph = 5,
     Exec = 6,
+    Trainer = 7,
+    Inference = 8,
 };
 
 const char *object_kind_name(ObjectKind kind);

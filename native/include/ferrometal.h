@@ -764,6 +764,154 @@ fm_status fm_exec_write_variable(fm_exec exec, const char *name, const void *src
 fm_status fm_exec_planned_memory(uint64_t *out_peak_bytes, uint64_t *out_unshared_bytes,
                                  fm_exec exec);
 
+/* ===========================================================================
+ * Level 3: training and inference engines
+ *
+ * A model is an array of layer specs applied in order to an input of a
+ * given shape (NCHW for images, without the batch dim). fm_trainer_new
+ * builds one graph holding the training forward pass (dropout on, batch
+ * statistics), the loss, its gradients and the optimizer update, plus an
+ * evaluation pass over the same parameters; a training step is then one
+ * call and one submission, and parameters never leave the device.
+ * ========================================================================= */
+
+/** Layer kinds. Values are stable; new ones only before FM_LAYER_COUNT. */
+typedef FM_ENUM(fm_layer_kind) {
+    /** [n, in] -> [n, `units`]; weight [units, in], bias [units]. */
+    FM_LAYER_DENSE = 0,
+    /** `units` output channels, `kernel_size`, `stride`, `padding`, `dilation`, `groups`. */
+    FM_LAYER_CONV2D = 1,
+    /** Also `output_padding`. */
+    FM_LAYER_CONV_TRANSPOSE2D = 2,
+    /** `kernel_size`, `stride` (0: the kernel), `padding`. */
+    FM_LAYER_MAX_POOL2D = 3,
+    FM_LAYER_AVG_POOL2D = 4,
+    FM_LAYER_GLOBAL_AVG_POOL = 5,
+    FM_LAYER_FLATTEN = 6,
+    /** `rate` = probability of zeroing (training only). */
+    FM_LAYER_DROPOUT = 7,
+    /** Over dim 1 with `momentum` and `eps`; gamma, beta, running statistics. */
+    FM_LAYER_BATCH_NORM = 8,
+    /** Over all dims but the batch, with `eps`. */
+    FM_LAYER_LAYER_NORM = 9,
+    FM_LAYER_RELU = 10,
+    /** `slope`. */
+    FM_LAYER_LEAKY_RELU = 11,
+    /** `alpha`. */
+    FM_LAYER_ELU = 12,
+    FM_LAYER_SIGMOID = 13,
+    FM_LAYER_TANH = 14,
+    FM_LAYER_SWISH = 15,
+    /** `approximate` for the tanh form. */
+    FM_LAYER_GELU = 16,
+    /** Over dim 1. */
+    FM_LAYER_SOFTMAX = 17,
+    FM_LAYER_COUNT
+} fm_layer_kind;
+
+/** One layer. Start from fm_layer_spec_default(kind). Parameters are named
+ *  "<name>.weight", "<name>.bias" (batch norm: ".weight", ".bias",
+ *  ".running_mean", ".running_var"); `name` NULL gives "<kind><index>", e.g.
+ *  "dense3". Weights start as `init` seeded with `seed` (0: derived from the
+ *  trainer's seed and the layer index); biases start at zero. */
+typedef struct fm_layer_spec {
+    fm_layer_kind kind;
+    const char *name;
+    int64_t units;
+    int64_t kernel_size[2], stride[2], padding[2], dilation[2], output_padding[2];
+    int64_t groups;
+    int32_t bias;
+    double rate, slope, alpha, momentum, eps;
+    int32_t approximate;
+    fm_init_kind init;
+    uint64_t seed;
+} fm_layer_spec;
+
+/** Defaults: stride 1 (pools: 0, the kernel size), dilation 1, groups 1,
+ *  bias on, rate 0.5, slope 0.01, alpha 1, momentum 0.1, eps 1e-5, init
+ *  FM_INIT_HE_UNIFORM, seed 0. */
+fm_layer_spec fm_layer_spec_default(fm_layer_kind kind);
+
+/** The loss a trainer minimises and the labels it expects. */
+typedef struct fm_loss_config {
+    /** FM_OP_SOFTMAX_CROSS_ENTROPY (labels: i32 [n]), FM_OP_BCE_WITH_LOGITS,
+     *  FM_OP_MSE, FM_OP_MAE or FM_OP_HUBER (labels: f32 like the output). */
+    fm_op loss;
+    double label_smoothing;
+    double delta;
+} fm_loss_config;
+
+typedef uintptr_t fm_trainer;
+
+/** Builds and compiles a trainer for `device`: `layers` applied to inputs of
+ *  `input_shape` (without the batch dim), minimising `loss` with `optimizer`.
+ *  `seed` seeds initialisation and dropout. Returns a new reference.
+ *  Errors: a layer that does not fit its input fails with
+ *  FM_ERR_SHAPE_MISMATCH naming the layer ("conv2d1: ..."). */
+fm_status fm_trainer_new(fm_trainer *out_trainer, fm_device device, const fm_layer_spec *layers,
+                         size_t num_layers, const int64_t *input_shape, size_t input_rank,
+                         const fm_optimizer *optimizer, const fm_loss_config *loss, uint64_t seed);
+
+/** One training step on a batch: forward, backward and update in one
+ *  submission. `inputs` is [n, input_shape...] f32; `labels` as the loss
+ *  expects. If `out_loss` is not NULL the batch's mean loss is read back
+ *  into it (a synchronisation); otherwise nothing comes back.
+ *  Errors: FM_ERR_SHAPE_MISMATCH / DTYPE_MISMATCH (wrong inputs or labels,
+ *  empty batch); FM_ERR_OUT_OF_RANGE (a label outside [0, classes)); the
+ *  parameters are unchanged after any error. */
+fm_status fm_trainer_step(fm_trainer trainer, fm_tensor inputs, fm_tensor labels, float *out_loss);
+
+/** Evaluation on a batch (dropout off, running statistics): the mean loss
+ *  and, for classification, the number of correct argmax predictions. */
+fm_status fm_trainer_evaluate(fm_trainer trainer, fm_tensor inputs, fm_tensor labels,
+                              float *out_loss, uint64_t *out_correct);
+
+/** The model's outputs (evaluation mode) for `inputs`. Returns a new reference. */
+fm_status fm_trainer_predict(fm_tensor *out_outputs, fm_trainer trainer, fm_tensor inputs);
+
+/** Changes the learning rate without recompiling. */
+fm_status fm_trainer_set_learning_rate(fm_trainer trainer, double learning_rate);
+
+/** The trainer's executable (parameters, optimizer state, "optimizer.lr",
+ *  "optimizer.step"), for fm_exec_read_variable / fm_exec_write_variable and
+ *  fm_exec_variable_shape. Returns a new reference. */
+fm_status fm_trainer_exec(fm_exec *out_exec, fm_trainer trainer);
+
+/** The names of all state variables, in a stable order: parameters first,
+ *  then running statistics, then optimizer state. *out_count receives the
+ *  number; names stay valid while the trainer lives. */
+fm_status fm_trainer_state_count(size_t *out_count, fm_trainer trainer);
+fm_status fm_trainer_state_name(const char **out_name, int32_t *out_is_parameter,
+                                fm_trainer trainer, size_t index);
+
+/** Output shape of the model (without the batch dim). */
+fm_status fm_trainer_output_shape(int64_t *out_dims, size_t *out_rank, fm_trainer trainer);
+
+/* ---------------------------------------------------------------------------
+ * fm_inference_* — deployment: the evaluation pass only
+ * ------------------------------------------------------------------------- */
+
+typedef uintptr_t fm_inference;
+
+/** An inference engine for the model `layers` on `device`, with freshly
+ *  initialised parameters; load trained ones with fm_inference_exec and
+ *  fm_exec_write_variable (names as for trainers). Returns a new reference. */
+fm_status fm_inference_new(fm_inference *out_inference, fm_device device,
+                           const fm_layer_spec *layers, size_t num_layers,
+                           const int64_t *input_shape, size_t input_rank);
+
+/** An inference engine on `device` holding a copy of `trainer`'s current
+ *  parameters and running statistics. Returns a new reference. */
+fm_status fm_inference_from_trainer(fm_inference *out_inference, fm_trainer trainer,
+                                    fm_device device);
+
+/** The model's outputs for `inputs` ([n, input_shape...] f32). New reference.
+ *  Thread-safety: one thread at a time per engine. */
+fm_status fm_infer(fm_tensor *out_outputs, fm_inference inference, fm_tensor inputs);
+
+/** The engine's executable, for reading and writing parameters. New reference. */
+fm_status fm_inference_exec(fm_exec *out_exec, fm_inference inference);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -838,3 +838,230 @@ unsafe extern "C" {
         exec: fm_exec,
     ) -> fm_status;
 }
+#[doc = " [n, in] -> [n, `units`]; weight [units, in], bias [units]."]
+pub const FM_LAYER_DENSE: fm_layer_kind = 0;
+#[doc = " `units` output channels, `kernel_size`, `stride`, `padding`, `dilation`, `groups`."]
+pub const FM_LAYER_CONV2D: fm_layer_kind = 1;
+#[doc = " Also `output_padding`."]
+pub const FM_LAYER_CONV_TRANSPOSE2D: fm_layer_kind = 2;
+#[doc = " `kernel_size`, `stride` (0: the kernel), `padding`."]
+pub const FM_LAYER_MAX_POOL2D: fm_layer_kind = 3;
+#[doc = " `kernel_size`, `stride` (0: the kernel), `padding`."]
+pub const FM_LAYER_AVG_POOL2D: fm_layer_kind = 4;
+#[doc = " `kernel_size`, `stride` (0: the kernel), `padding`."]
+pub const FM_LAYER_GLOBAL_AVG_POOL: fm_layer_kind = 5;
+#[doc = " `kernel_size`, `stride` (0: the kernel), `padding`."]
+pub const FM_LAYER_FLATTEN: fm_layer_kind = 6;
+#[doc = " `rate` = probability of zeroing (training only)."]
+pub const FM_LAYER_DROPOUT: fm_layer_kind = 7;
+#[doc = " Over dim 1 with `momentum` and `eps`; gamma, beta, running statistics."]
+pub const FM_LAYER_BATCH_NORM: fm_layer_kind = 8;
+#[doc = " Over all dims but the batch, with `eps`."]
+pub const FM_LAYER_LAYER_NORM: fm_layer_kind = 9;
+#[doc = " Over all dims but the batch, with `eps`."]
+pub const FM_LAYER_RELU: fm_layer_kind = 10;
+#[doc = " `slope`."]
+pub const FM_LAYER_LEAKY_RELU: fm_layer_kind = 11;
+#[doc = " `alpha`."]
+pub const FM_LAYER_ELU: fm_layer_kind = 12;
+#[doc = " `alpha`."]
+pub const FM_LAYER_SIGMOID: fm_layer_kind = 13;
+#[doc = " `alpha`."]
+pub const FM_LAYER_TANH: fm_layer_kind = 14;
+#[doc = " `alpha`."]
+pub const FM_LAYER_SWISH: fm_layer_kind = 15;
+#[doc = " `approximate` for the tanh form."]
+pub const FM_LAYER_GELU: fm_layer_kind = 16;
+#[doc = " Over dim 1."]
+pub const FM_LAYER_SOFTMAX: fm_layer_kind = 17;
+#[doc = " Over dim 1."]
+pub const FM_LAYER_COUNT: fm_layer_kind = 18;
+#[doc = " Layer kinds. Values are stable; new ones only before FM_LAYER_COUNT."]
+pub type fm_layer_kind = ::std::os::raw::c_uint;
+#[doc = " One layer. Start from fm_layer_spec_default(kind). Parameters are named\n  \"<name>.weight\", \"<name>.bias\" (batch norm: \".weight\", \".bias\",\n  \".running_mean\", \".running_var\"); `name` NULL gives \"<kind><index>\", e.g.\n  \"dense3\". Weights start as `init` seeded with `seed` (0: derived from the\n  trainer's seed and the layer index); biases start at zero."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct fm_layer_spec {
+    pub kind: fm_layer_kind,
+    pub name: *const ::std::os::raw::c_char,
+    pub units: i64,
+    pub kernel_size: [i64; 2usize],
+    pub stride: [i64; 2usize],
+    pub padding: [i64; 2usize],
+    pub dilation: [i64; 2usize],
+    pub output_padding: [i64; 2usize],
+    pub groups: i64,
+    pub bias: i32,
+    pub rate: f64,
+    pub slope: f64,
+    pub alpha: f64,
+    pub momentum: f64,
+    pub eps: f64,
+    pub approximate: i32,
+    pub init: fm_init_kind,
+    pub seed: u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of fm_layer_spec"][::std::mem::size_of::<fm_layer_spec>() - 176usize];
+    ["Alignment of fm_layer_spec"][::std::mem::align_of::<fm_layer_spec>() - 8usize];
+    ["Offset of field: fm_layer_spec::kind"][::std::mem::offset_of!(fm_layer_spec, kind) - 0usize];
+    ["Offset of field: fm_layer_spec::name"][::std::mem::offset_of!(fm_layer_spec, name) - 8usize];
+    ["Offset of field: fm_layer_spec::units"]
+        [::std::mem::offset_of!(fm_layer_spec, units) - 16usize];
+    ["Offset of field: fm_layer_spec::kernel_size"]
+        [::std::mem::offset_of!(fm_layer_spec, kernel_size) - 24usize];
+    ["Offset of field: fm_layer_spec::stride"]
+        [::std::mem::offset_of!(fm_layer_spec, stride) - 40usize];
+    ["Offset of field: fm_layer_spec::padding"]
+        [::std::mem::offset_of!(fm_layer_spec, padding) - 56usize];
+    ["Offset of field: fm_layer_spec::dilation"]
+        [::std::mem::offset_of!(fm_layer_spec, dilation) - 72usize];
+    ["Offset of field: fm_layer_spec::output_padding"]
+        [::std::mem::offset_of!(fm_layer_spec, output_padding) - 88usize];
+    ["Offset of field: fm_layer_spec::groups"]
+        [::std::mem::offset_of!(fm_layer_spec, groups) - 104usize];
+    ["Offset of field: fm_layer_spec::bias"]
+        [::std::mem::offset_of!(fm_layer_spec, bias) - 112usize];
+    ["Offset of field: fm_layer_spec::rate"]
+        [::std::mem::offset_of!(fm_layer_spec, rate) - 120usize];
+    ["Offset of field: fm_layer_spec::slope"]
+        [::std::mem::offset_of!(fm_layer_spec, slope) - 128usize];
+    ["Offset of field: fm_layer_spec::alpha"]
+        [::std::mem::offset_of!(fm_layer_spec, alpha) - 136usize];
+    ["Offset of field: fm_layer_spec::momentum"]
+        [::std::mem::offset_of!(fm_layer_spec, momentum) - 144usize];
+    ["Offset of field: fm_layer_spec::eps"][::std::mem::offset_of!(fm_layer_spec, eps) - 152usize];
+    ["Offset of field: fm_layer_spec::approximate"]
+        [::std::mem::offset_of!(fm_layer_spec, approximate) - 160usize];
+    ["Offset of field: fm_layer_spec::init"]
+        [::std::mem::offset_of!(fm_layer_spec, init) - 164usize];
+    ["Offset of field: fm_layer_spec::seed"]
+        [::std::mem::offset_of!(fm_layer_spec, seed) - 168usize];
+};
+unsafe extern "C" {
+    #[doc = " Defaults: stride 1 (pools: 0, the kernel size), dilation 1, groups 1,\n  bias on, rate 0.5, slope 0.01, alpha 1, momentum 0.1, eps 1e-5, init\n  FM_INIT_HE_UNIFORM, seed 0."]
+    pub fn fm_layer_spec_default(kind: fm_layer_kind) -> fm_layer_spec;
+}
+#[doc = " The loss a trainer minimises and the labels it expects."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct fm_loss_config {
+    #[doc = " FM_OP_SOFTMAX_CROSS_ENTROPY (labels: i32 [n]), FM_OP_BCE_WITH_LOGITS,\n  FM_OP_MSE, FM_OP_MAE or FM_OP_HUBER (labels: f32 like the output)."]
+    pub loss: fm_op,
+    pub label_smoothing: f64,
+    pub delta: f64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of fm_loss_config"][::std::mem::size_of::<fm_loss_config>() - 24usize];
+    ["Alignment of fm_loss_config"][::std::mem::align_of::<fm_loss_config>() - 8usize];
+    ["Offset of field: fm_loss_config::loss"]
+        [::std::mem::offset_of!(fm_loss_config, loss) - 0usize];
+    ["Offset of field: fm_loss_config::label_smoothing"]
+        [::std::mem::offset_of!(fm_loss_config, label_smoothing) - 8usize];
+    ["Offset of field: fm_loss_config::delta"]
+        [::std::mem::offset_of!(fm_loss_config, delta) - 16usize];
+};
+pub type fm_trainer = usize;
+unsafe extern "C" {
+    #[doc = " Builds and compiles a trainer for `device`: `layers` applied to inputs of\n  `input_shape` (without the batch dim), minimising `loss` with `optimizer`.\n  `seed` seeds initialisation and dropout. Returns a new reference.\n  Errors: a layer that does not fit its input fails with\n  FM_ERR_SHAPE_MISMATCH naming the layer (\"conv2d1: ...\")."]
+    pub fn fm_trainer_new(
+        out_trainer: *mut fm_trainer,
+        device: fm_device,
+        layers: *const fm_layer_spec,
+        num_layers: usize,
+        input_shape: *const i64,
+        input_rank: usize,
+        optimizer: *const fm_optimizer,
+        loss: *const fm_loss_config,
+        seed: u64,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " One training step on a batch: forward, backward and update in one\n  submission. `inputs` is [n, input_shape...] f32; `labels` as the loss\n  expects. If `out_loss` is not NULL the batch's mean loss is read back\n  into it (a synchronisation); otherwise nothing comes back.\n  Errors: FM_ERR_SHAPE_MISMATCH / DTYPE_MISMATCH (wrong inputs or labels,\n  empty batch); FM_ERR_OUT_OF_RANGE (a label outside [0, classes)); the\n  parameters are unchanged after any error."]
+    pub fn fm_trainer_step(
+        trainer: fm_trainer,
+        inputs: fm_tensor,
+        labels: fm_tensor,
+        out_loss: *mut f32,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " Evaluation on a batch (dropout off, running statistics): the mean loss\n  and, for classification, the number of correct argmax predictions."]
+    pub fn fm_trainer_evaluate(
+        trainer: fm_trainer,
+        inputs: fm_tensor,
+        labels: fm_tensor,
+        out_loss: *mut f32,
+        out_correct: *mut u64,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " The model's outputs (evaluation mode) for `inputs`. Returns a new reference."]
+    pub fn fm_trainer_predict(
+        out_outputs: *mut fm_tensor,
+        trainer: fm_trainer,
+        inputs: fm_tensor,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " Changes the learning rate without recompiling."]
+    pub fn fm_trainer_set_learning_rate(trainer: fm_trainer, learning_rate: f64) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " The trainer's executable (parameters, optimizer state, \"optimizer.lr\",\n  \"optimizer.step\"), for fm_exec_read_variable / fm_exec_write_variable and\n  fm_exec_variable_shape. Returns a new reference."]
+    pub fn fm_trainer_exec(out_exec: *mut fm_exec, trainer: fm_trainer) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " The names of all state variables, in a stable order: parameters first,\n  then running statistics, then optimizer state. *out_count receives the\n  number; names stay valid while the trainer lives."]
+    pub fn fm_trainer_state_count(out_count: *mut usize, trainer: fm_trainer) -> fm_status;
+}
+unsafe extern "C" {
+    pub fn fm_trainer_state_name(
+        out_name: *mut *const ::std::os::raw::c_char,
+        out_is_parameter: *mut i32,
+        trainer: fm_trainer,
+        index: usize,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " Output shape of the model (without the batch dim)."]
+    pub fn fm_trainer_output_shape(
+        out_dims: *mut i64,
+        out_rank: *mut usize,
+        trainer: fm_trainer,
+    ) -> fm_status;
+}
+pub type fm_inference = usize;
+unsafe extern "C" {
+    #[doc = " An inference engine for the model `layers` on `device`, with freshly\n  initialised parameters; load trained ones with fm_inference_exec and\n  fm_exec_write_variable (names as for trainers). Returns a new reference."]
+    pub fn fm_inference_new(
+        out_inference: *mut fm_inference,
+        device: fm_device,
+        layers: *const fm_layer_spec,
+        num_layers: usize,
+        input_shape: *const i64,
+        input_rank: usize,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " An inference engine on `device` holding a copy of `trainer`'s current\n  parameters and running statistics. Returns a new reference."]
+    pub fn fm_inference_from_trainer(
+        out_inference: *mut fm_inference,
+        trainer: fm_trainer,
+        device: fm_device,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " The model's outputs for `inputs` ([n, input_shape...] f32). New reference.\n  Thread-safety: one thread at a time per engine."]
+    pub fn fm_infer(
+        out_outputs: *mut fm_tensor,
+        inference: fm_inference,
+        inputs: fm_tensor,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " The engine's executable, for reading and writing parameters. New reference."]
+    pub fn fm_inference_exec(out_exec: *mut fm_exec, inference: fm_inference) -> fm_status;
+}

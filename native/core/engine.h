@@ -1,0 +1,75 @@
+// Level-3 engines: a layer-spec model turned into one graph (training pass,
+// loss, gradients, update; evaluation pass over the same parameters).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "exec.h"
+
+namespace fm {
+
+// The layers of a model built into a graph.
+struct Model {
+    uint32_t input = 0;
+    uint32_t train_output = 0, eval_output = 0;
+    Shape output_shape;  // without the batch dim
+    std::vector<uint32_t> parameters, statistics;
+};
+
+// Adds the model to `graph`: the evaluation pass always, the training pass
+// too when `training`. Throws naming the layer that does not fit.
+Model build_model(Graph &graph, const std::vector<fm_layer_spec> &layers, const Shape &input_shape,
+                  uint64_t seed, bool training);
+
+class Trainer : public Object {
+public:
+    static constexpr ObjectKind kind = ObjectKind::Trainer;
+
+    Trainer(std::shared_ptr<Device> device, std::vector<fm_layer_spec> layers, Shape input_shape,
+            const fm_optimizer &optimizer, const fm_loss_config &loss, uint64_t seed);
+
+    float step(const std::shared_ptr<Tensor> &inputs, const std::shared_ptr<Tensor> &labels, bool read_loss);
+    void evaluate(const std::shared_ptr<Tensor> &inputs, const std::shared_ptr<Tensor> &labels, float *loss,
+                  uint64_t *correct);
+    std::shared_ptr<Tensor> predict(const std::shared_ptr<Tensor> &inputs);
+    void set_learning_rate(double learning_rate);
+
+    const std::shared_ptr<Exec> &exec() const { return exec_; }
+    const std::vector<std::string> &state_names() const { return state_names_; }
+    size_t parameter_count() const { return parameter_count_; }
+    const Shape &output_shape() const { return model_.output_shape; }
+    const std::vector<fm_layer_spec> &layers() const { return layers_; }
+    const Shape &input_shape() const { return input_shape_; }
+
+private:
+    void check_batch(const std::shared_ptr<Tensor> &inputs, const char *function) const;
+
+    std::vector<fm_layer_spec> layers_;
+    Shape input_shape_;
+    fm_loss_config loss_config_;
+    std::shared_ptr<Graph> graph_;
+    Model model_;
+    uint32_t labels_ = 0, loss_ = 0, update_ = 0, eval_loss_ = 0, predictions_ = 0;
+    bool classification_ = false;
+    std::shared_ptr<Exec> exec_;
+    std::vector<std::string> state_names_;
+    size_t parameter_count_ = 0;
+    uint64_t steps_ = 0;
+};
+
+class Inference : public Object {
+public:
+    static constexpr ObjectKind kind = ObjectKind::Inference;
+
+    Inference(std::shared_ptr<Device> device, const std::vector<fm_layer_spec> &layers, const Shape &input_shape);
+    std::shared_ptr<Tensor> infer(const std::shared_ptr<Tensor> &inputs);
+    const std::shared_ptr<Exec> &exec() const { return exec_; }
+
+private:
+    std::shared_ptr<Graph> graph_;
+    Model model_;
+    std::shared_ptr<Exec> exec_;
+};
+
+}  // namespace fm

@@ -1,0 +1,7 @@
+//! Models as sequences of layers, built with [`Model::builder`].
+
+mod layer;
+mod model;
+
+pub use layer::{Layer, LayerKind};
+pub use model::{Model, ModelBuilder};

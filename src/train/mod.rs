@@ -1,0 +1,6 @@
+//! Training: the one-call-per-step [`Trainer`], inference engines, and the
+//! loop around them.
+
+mod trainer;
+
+pub use trainer::{Evaluation, Inference, Loss, Trainer};
