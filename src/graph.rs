@@ -1091,6 +1091,20 @@ impl Exec {
         })
     }
 
+    /// Runs so far (seeds dropout masks).
+    pub fn run_count(&self) -> Result<u64> {
+        let mut count = 0;
+        // SAFETY: valid out-pointer.
+        check(unsafe { sys::fm_exec_run_count(&mut count, self.handle.raw()) })?;
+        Ok(count)
+    }
+
+    /// Restores the run counter (with the variables, a resumed run repeats).
+    pub fn set_run_count(&mut self, count: u64) -> Result<()> {
+        // SAFETY: live handle.
+        check(unsafe { sys::fm_exec_set_run_count(self.handle.raw(), count) })
+    }
+
     /// (bytes after buffer reuse, bytes without) of the last run's plan.
     pub fn planned_memory(&self) -> Result<(u64, u64)> {
         let (mut peak, mut unshared) = (0, 0);

@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 mod buffer;
+pub mod checkpoint;
 pub mod data;
 mod device;
 mod dtype;

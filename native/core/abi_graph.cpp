@@ -311,6 +311,14 @@ fm_status fm_exec_write_variable(fm_exec exec, const char *name, const void *src
     return guard(__func__, [&] { fm::lookup<Exec>(exec, "exec")->write_variable(name_argument(name), src, count); });
 }
 
+fm_status fm_exec_run_count(uint64_t *out_count, fm_exec exec) {
+    return guard(__func__, [&] { *require_out(out_count, "out_count") = fm::lookup<Exec>(exec, "exec")->run_count(); });
+}
+
+fm_status fm_exec_set_run_count(fm_exec exec, uint64_t count) {
+    return guard(__func__, [&] { fm::lookup<Exec>(exec, "exec")->set_run_count(count); });
+}
+
 fm_status fm_exec_planned_memory(uint64_t *out_peak_bytes, uint64_t *out_unshared_bytes, fm_exec exec) {
     return guard(__func__, [&] {
         require_out(out_peak_bytes, "out_peak_bytes");

@@ -45,6 +45,8 @@ public:
     void read_variable(const std::string &name, void *dst, size_t count);
     void write_variable(const std::string &name, const void *src, size_t count);
     void planned_memory(uint64_t *peak, uint64_t *unshared) const;
+    uint64_t run_count() const { return runs_; }
+    void set_run_count(uint64_t count) { runs_ = count; }
 
 private:
     struct Compiled {

@@ -758,6 +758,11 @@ fm_status fm_exec_read_variable(fm_exec exec, const char *name, void *dst, size_
 /** Overwrites variable `name` from host memory (`count` must be its size). */
 fm_status fm_exec_write_variable(fm_exec exec, const char *name, const void *src, size_t count);
 
+/** The number of runs so far, which seeds dropout masks; restoring it (with
+ *  the variables) makes a resumed run draw the same masks. */
+fm_status fm_exec_run_count(uint64_t *out_count, fm_exec exec);
+fm_status fm_exec_set_run_count(fm_exec exec, uint64_t count);
+
 /** Bytes of device memory the most recent run's plan needs for its
  *  intermediate values (after buffer reuse), and what they would need
  *  without reuse. */

@@ -831,6 +831,13 @@ unsafe extern "C" {
     ) -> fm_status;
 }
 unsafe extern "C" {
+    #[doc = " The number of runs so far, which seeds dropout masks; restoring it (with\n  the variables) makes a resumed run draw the same masks."]
+    pub fn fm_exec_run_count(out_count: *mut u64, exec: fm_exec) -> fm_status;
+}
+unsafe extern "C" {
+    pub fn fm_exec_set_run_count(exec: fm_exec, count: u64) -> fm_status;
+}
+unsafe extern "C" {
     #[doc = " Bytes of device memory the most recent run's plan needs for its\n  intermediate values (after buffer reuse), and what they would need\n  without reuse."]
     pub fn fm_exec_planned_memory(
         out_peak_bytes: *mut u64,

@@ -69,6 +69,8 @@ pub struct Trainer {
     handle: OwnedHandle,
     exec: Exec,
     model: Model,
+    optimizer: Optimizer,
+    loss: Loss,
     learning_rate: f64,
     device: Device,
 }
@@ -115,6 +117,8 @@ impl Trainer {
             handle,
             exec,
             model: model.clone(),
+            optimizer: *optimizer,
+            loss,
             learning_rate: optimizer.0.learning_rate,
             device: device.clone(),
         })
@@ -193,6 +197,26 @@ impl Trainer {
     /// The model this trainer was built from.
     pub fn model(&self) -> &Model {
         &self.model
+    }
+
+    /// The optimizer settings it was built with.
+    pub fn optimizer(&self) -> &Optimizer {
+        &self.optimizer
+    }
+
+    /// The loss it minimises.
+    pub fn loss(&self) -> Loss {
+        self.loss
+    }
+
+    /// Runs of the underlying executable (steps and evaluations; seeds dropout).
+    pub fn run_count(&self) -> Result<u64> {
+        self.exec.run_count()
+    }
+
+    /// Restores the run counter (see [`crate::checkpoint`]).
+    pub fn set_run_count(&mut self, count: u64) -> Result<()> {
+        self.exec.set_run_count(count)
     }
 
     /// The device it trains on.

@@ -1,0 +1,303 @@
+//! The level-3 engine: steps, evaluation, inference, checkpoints, and the
+//! bad input issue 5 lists. MLPs on synthetic data keep this fast.
+
+use ferrometal::checkpoint::{self, TrainingState};
+use ferrometal::{Device, Error, Loss, Model, Optimizer, Tensor, Trainer};
+
+fn data(samples: usize, features: usize, seed: u64) -> (Vec<f32>, Vec<i32>) {
+    let mut state = seed;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    };
+    let xs: Vec<f32> = (0..samples * features).map(|_| next()).collect();
+    let ys = xs
+        .chunks(features)
+        .map(|x| if x[0] + x[1] > 0.0 { 1 } else { 0 } + if x[2] > 0.5 { 1 } else { 0 })
+        .collect();
+    (xs, ys)
+}
+
+fn model() -> Model {
+    Model::builder([8])
+        .dense(16)
+        .relu()
+        .dropout(0.2)
+        .dense(16)
+        .batch_norm()
+        .relu()
+        .dense(3)
+        .build()
+        .unwrap()
+}
+
+fn batches(device: &Device) -> Vec<(Tensor, Tensor)> {
+    (0..20)
+        .map(|i| {
+            let (xs, ys) = data(32, 8, i);
+            (
+                Tensor::from_slice(device, &[32, 8], &xs).unwrap(),
+                Tensor::from_slice(device, &[32], &ys).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn trainer(device: &Device) -> Trainer {
+    Trainer::new(
+        device,
+        &model(),
+        &Optimizer::adam(1e-2),
+        Loss::CrossEntropy {
+            label_smoothing: 0.05,
+        },
+        11,
+    )
+    .unwrap()
+}
+
+#[test]
+fn training_lowers_the_loss_and_evaluation_counts_correct_answers() {
+    let device = Device::cpu().unwrap();
+    let mut t = trainer(&device);
+    let data = batches(&device);
+    let first = t.evaluate(&data[0].0, &data[0].1).unwrap();
+    for _ in 0..5 {
+        for (x, y) in &data {
+            t.step(x, y).unwrap();
+        }
+    }
+    let last = t.evaluate(&data[0].0, &data[0].1).unwrap();
+    assert!(last.loss < first.loss * 0.7, "{first:?} -> {last:?}");
+    assert!(last.correct > first.correct, "{first:?} -> {last:?}");
+    assert_eq!(last.count, 32);
+    // predict and a separate inference engine agree with each other.
+    let predicted = t.predict(&data[1].0).unwrap().to_vec::<f32>().unwrap();
+    let mut engine = t.inference(&device).unwrap();
+    assert_eq!(
+        engine.infer(&data[1].0).unwrap().to_vec::<f32>().unwrap(),
+        predicted
+    );
+    assert_eq!(t.output_shape().unwrap(), [3]);
+}
+
+#[test]
+fn resuming_from_a_checkpoint_repeats_the_uninterrupted_run_exactly() {
+    let device = Device::cpu().unwrap();
+    let data = batches(&device);
+    let mut straight = trainer(&device);
+    let losses: Vec<f32> = data
+        .iter()
+        .map(|(x, y)| straight.step_with_loss(x, y).unwrap())
+        .collect();
+
+    let dir = std::env::temp_dir().join(format!("ferrometal-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("half.safetensors");
+    let mut first = trainer(&device);
+    for (x, y) in &data[..10] {
+        first.step_with_loss(x, y).unwrap();
+        // Evaluations advance the run counter too; the checkpoint keeps it.
+    }
+    checkpoint::save(
+        &first,
+        &path,
+        &TrainingState {
+            epoch: 0,
+            step: 10,
+            seed: 11,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    drop(first);
+    let (mut resumed, state) = checkpoint::resume(&device, &path).unwrap();
+    assert_eq!(state.step, 10);
+    let rest: Vec<f32> = data[10..]
+        .iter()
+        .map(|(x, y)| resumed.step_with_loss(x, y).unwrap())
+        .collect();
+    assert_eq!(
+        rest,
+        losses[10..],
+        "resumed losses must equal the uninterrupted ones bit for bit"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "no temporary file may remain: {leftovers:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_checkpoints_are_refused_and_change_nothing() {
+    let device = Device::cpu().unwrap();
+    let dir = std::env::temp_dir().join(format!("ferrometal-bad-ckpt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.safetensors");
+    let t = trainer(&device);
+    checkpoint::save(&t, &good, &TrainingState::default()).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+
+    let mut victim = trainer(&device);
+    let before = victim.read_state("dense0.weight").unwrap();
+    let check = |name: &str, content: &[u8], victim: &mut Trainer| {
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        let error = checkpoint::load_into(victim, &path).unwrap_err();
+        assert!(error.message().contains(name), "{name}: {error}");
+        error
+    };
+    assert!(matches!(
+        check("empty.safetensors", &[], &mut victim),
+        Error::Io(_)
+    ));
+    assert!(matches!(
+        check(
+            "truncated.safetensors",
+            &bytes[..bytes.len() - 100],
+            &mut victim
+        ),
+        Error::Io(_)
+    ));
+    assert!(matches!(
+        check("short-header.safetensors", &bytes[..20], &mut victim),
+        Error::Io(_)
+    ));
+    let mut flipped = bytes.clone();
+    flipped[12] ^= 0x55;
+    assert!(matches!(
+        check("corrupt.safetensors", &flipped, &mut victim),
+        Error::Io(_)
+    ));
+    let mut huge = bytes.clone();
+    huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(matches!(
+        check("huge-header.safetensors", &huge, &mut victim),
+        Error::Io(_)
+    ));
+    assert_eq!(
+        victim.read_state("dense0.weight").unwrap(),
+        before,
+        "a refused checkpoint must change nothing"
+    );
+
+    // A checkpoint of another model.
+    let other = Trainer::new(
+        &device,
+        &Model::builder([8])
+            .dense(4)
+            .relu()
+            .dense(3)
+            .build()
+            .unwrap(),
+        &Optimizer::sgd(0.1),
+        Loss::CrossEntropy {
+            label_smoothing: 0.0,
+        },
+        0,
+    )
+    .unwrap();
+    let other_path = dir.join("other.safetensors");
+    checkpoint::save(&other, &other_path, &TrainingState::default()).unwrap();
+    let error = checkpoint::load_into(&mut victim, &other_path).unwrap_err();
+    assert!(error.message().contains("another model"), "{error}");
+    let missing = checkpoint::load_into(&mut victim, dir.join("missing.safetensors")).unwrap_err();
+    assert!(
+        matches!(missing, Error::Io(_)) && missing.message().contains("missing.safetensors"),
+        "{missing}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_batches_are_refused_with_the_parameters_unchanged() {
+    let device = Device::cpu().unwrap();
+    let mut t = trainer(&device);
+    let before = t.read_state("dense0.weight").unwrap();
+    let (xs, _) = data(4, 8, 1);
+    let inputs = Tensor::from_slice(&device, &[4, 8], &xs).unwrap();
+    let out_of_range = Tensor::from_slice(&device, &[4], &[0i32, 1, 7, 2]).unwrap();
+    let error = t.step(&inputs, &out_of_range).unwrap_err();
+    assert!(matches!(error, Error::OutOfRange(_)), "{error}");
+    assert!(error.message().contains('7'), "{error}");
+    let wrong_shape = Tensor::from_slice(&device, &[4, 7], &xs[..28]).unwrap();
+    let labels = Tensor::from_slice(&device, &[4], &[0i32, 1, 2, 0]).unwrap();
+    assert!(matches!(
+        t.step(&wrong_shape, &labels).unwrap_err(),
+        Error::ShapeMismatch(_)
+    ));
+    let float_labels = Tensor::from_slice(&device, &[4], &[0.0f32; 4]).unwrap();
+    assert!(matches!(
+        t.step(&inputs, &float_labels).unwrap_err(),
+        Error::DtypeMismatch(_)
+    ));
+    let empty = Tensor::from_slice::<f32>(&device, &[0, 8], &[]).unwrap();
+    let no_labels = Tensor::from_slice::<i32>(&device, &[0], &[]).unwrap();
+    let error = t.step(&empty, &no_labels).unwrap_err();
+    assert!(error.message().contains("empty"), "{error}");
+    let short_labels = Tensor::from_slice(&device, &[3], &[0i32, 1, 2]).unwrap();
+    assert!(matches!(
+        t.step(&inputs, &short_labels).unwrap_err(),
+        Error::ShapeMismatch(_)
+    ));
+    assert_eq!(t.read_state("dense0.weight").unwrap(), before);
+}
+
+#[test]
+fn a_diverging_loss_is_an_error_naming_the_step() {
+    let device = Device::cpu().unwrap();
+    let mut t = trainer(&device);
+    let mut xs = data(4, 8, 2).0;
+    xs[3] = f32::NAN;
+    let inputs = Tensor::from_slice(&device, &[4, 8], &xs).unwrap();
+    let labels = Tensor::from_slice(&device, &[4], &[0i32, 1, 2, 0]).unwrap();
+    let error = t.step_with_loss(&inputs, &labels).unwrap_err();
+    assert!(matches!(error, Error::Numerical(_)), "{error}");
+    assert!(error.message().contains("step 1"), "{error}");
+}
+
+#[test]
+fn layers_that_do_not_fit_are_named() {
+    let device = Device::cpu().unwrap();
+    let model = Model::builder([1, 28, 28]).dense(10).build().unwrap();
+    let error = Trainer::new(&device, &model, &Optimizer::sgd(0.1), Loss::Mse, 0)
+        .err()
+        .unwrap();
+    assert!(
+        error.message().contains("'dense0'") && error.message().contains("flatten"),
+        "{error}"
+    );
+    let model = Model::builder([1, 4, 4]).conv2d(8, 5).build().unwrap();
+    let error = Trainer::new(&device, &model, &Optimizer::sgd(0.1), Loss::Mse, 0)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(error, Error::ShapeMismatch(_)) && error.message().contains("'conv2d0'"),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_learning_rate_changes_without_recompiling() {
+    let device = Device::cpu().unwrap();
+    let mut t = trainer(&device);
+    t.set_learning_rate(0.0).unwrap();
+    let data = batches(&device);
+    let before = t.read_state("dense0.weight").unwrap();
+    t.step(&data[0].0, &data[0].1).unwrap();
+    assert_eq!(
+        t.read_state("dense0.weight").unwrap(),
+        before,
+        "lr 0 must not move the weights"
+    );
+    assert_eq!(t.read_state("optimizer.lr").unwrap(), [0.0]);
+    assert!(t.set_learning_rate(f64::NAN).is_err());
+}
