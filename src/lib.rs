@@ -28,6 +28,7 @@ mod dtype;
 mod error;
 mod graph;
 mod handle;
+pub mod metrics;
 pub mod nn;
 mod stream;
 pub mod sys;

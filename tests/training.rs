@@ -301,3 +301,123 @@ fn the_learning_rate_changes_without_recompiling() {
     assert_eq!(t.read_state("optimizer.lr").unwrap(), [0.0]);
     assert!(t.set_learning_rate(f64::NAN).is_err());
 }
+
+mod loop_and_schedules {
+    use super::*;
+    use ferrometal::train::{BatchSource, EarlyStopping, Fit, FitEnd, Schedule, Scheduler};
+
+    struct Synthetic(Device);
+
+    impl BatchSource for Synthetic {
+        fn batches(
+            &self,
+            _epoch: u64,
+        ) -> Box<dyn Iterator<Item = ferrometal::Result<(Tensor, Tensor)>> + '_> {
+            Box::new((0..8).map(move |i| {
+                let (xs, ys) = data(32, 8, i);
+                Ok((
+                    Tensor::from_slice(&self.0, &[32, 8], &xs)?,
+                    Tensor::from_slice(&self.0, &[32], &ys)?,
+                ))
+            }))
+        }
+    }
+
+    #[test]
+    fn schedules_follow_their_formulas() {
+        let mut step = Scheduler::new(
+            Schedule::Step {
+                every: 2,
+                gamma: 0.5,
+            },
+            1.0,
+        );
+        let rates: Vec<f64> = (1..=5).map(|e| step.on_epoch_end(e, 0.0)).collect();
+        assert_eq!(rates, [1.0, 0.5, 0.5, 0.25, 0.25]);
+        let mut exponential = Scheduler::new(Schedule::Exponential { gamma: 0.9 }, 2.0);
+        assert!((exponential.on_epoch_end(2, 0.0) - 2.0 * 0.81).abs() < 1e-12);
+        let mut cosine = Scheduler::new(
+            Schedule::CosineWithWarmup {
+                warmup_steps: 4,
+                total_steps: 14,
+                min_lr: 0.1,
+            },
+            1.1,
+        );
+        assert_eq!(cosine.learning_rate(), 0.0);
+        assert!((cosine.on_step(0) - 1.1 / 4.0).abs() < 1e-12);
+        assert!((cosine.on_step(3) - 1.1).abs() < 1e-12);
+        assert!(
+            (cosine.on_step(9) - 0.6).abs() < 1e-12,
+            "halfway down the cosine"
+        );
+        assert!((cosine.on_step(14) - 0.1).abs() < 1e-12);
+        assert!((cosine.on_step(100) - 0.1).abs() < 1e-12);
+        let mut plateau = Scheduler::new(
+            Schedule::ReduceOnPlateau {
+                factor: 0.1,
+                patience: 1,
+                threshold: 0.0,
+                min_lr: 1e-4,
+            },
+            1.0,
+        );
+        let rates: Vec<f64> = [1.0, 0.9, 0.95, 0.95, 0.8]
+            .iter()
+            .enumerate()
+            .map(|(e, &l)| plateau.on_epoch_end(e as u64, l))
+            .collect();
+        assert_eq!(rates, [1.0, 1.0, 1.0, 0.1, 0.1]);
+        let mut stopping = EarlyStopping::new(2, 0.01);
+        assert_eq!(
+            [1.0, 0.5, 0.499, 0.6].map(|l| stopping.should_stop(l)),
+            [false, false, false, true]
+        );
+        assert_eq!(stopping.best(), Some(0.5));
+    }
+
+    #[test]
+    fn fit_trains_calls_back_and_stops_when_asked() {
+        let device = Device::cpu().unwrap();
+        let source = Synthetic(device.clone());
+        let mut t = trainer(&device);
+        let mut epochs_seen = Vec::new();
+        let (end, reports) = Fit::new(6)
+            .schedule(Schedule::Exponential { gamma: 0.5 })
+            .on_epoch(|r| {
+                epochs_seen.push(r.epoch);
+                Ok(())
+            })
+            .run(&mut t, &source, Some(&source))
+            .unwrap();
+        assert_eq!(end, FitEnd::Completed);
+        assert_eq!(epochs_seen, [1, 2, 3, 4, 5, 6]);
+        assert!(reports[5].train_loss < reports[0].train_loss, "{reports:?}");
+        assert!((t.learning_rate() - 1e-2 * 0.5f64.powi(6)).abs() < 1e-12);
+        assert!(reports[5].validation.unwrap().1 > 0.5);
+
+        let mut t = trainer(&device);
+        let fit = Fit::new(10);
+        let handle = fit.stop_handle();
+        let mut steps = 0;
+        let (end, _) = fit
+            .on_step(|_, _| {
+                steps += 1;
+                if steps == 3 {
+                    handle.stop();
+                }
+            })
+            .run(&mut t, &source, None)
+            .unwrap();
+        assert_eq!((end, steps), (FitEnd::Stopped, 3));
+
+        let mut t = trainer(&device);
+        t.set_learning_rate(0.0).unwrap(); // nothing improves: early stopping fires
+        let (end, reports) = Fit::new(50)
+            .early_stopping(EarlyStopping::new(2, 0.0))
+            .run(&mut t, &source, None)
+            .unwrap();
+        assert_eq!(end, FitEnd::EarlyStopped);
+        assert!(reports.len() <= 4, "{}", reports.len());
+    }
+}
