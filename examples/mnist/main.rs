@@ -1,7 +1,11 @@
 //! The main job: train a CNN (or an MLP) on MNIST, evaluate on the test set
-//! every epoch, and write metrics to an output folder.
+//! every epoch, and write to an output folder a checkpoint, the metrics as
+//! CSV and JSON, and a plot of the curves.
 //!
 //!     cargo run --release --example mnist [-- --epochs 3 --model mlp --device cpu]
+//!     cargo run --release --example mnist -- --resume runs/mnist/checkpoint.safetensors --epochs 4
+
+mod plot;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,6 +13,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use ferrometal::checkpoint::{self, TrainingState};
 use ferrometal::data::{Batches, Mnist, MnistSplit};
 use ferrometal::{Device, Loss, Model, Optimizer, Tensor, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -48,6 +53,9 @@ struct Args {
     /// Train on the first N training images only (quick runs).
     #[arg(long)]
     limit: Option<usize>,
+    /// Continue from a checkpoint (its model and optimizer replace --model and --lr).
+    #[arg(long)]
+    resume: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
@@ -120,25 +128,42 @@ fn main() -> anyhow::Result<()> {
     if let Some(limit) = args.limit {
         mnist.train = mnist.train.take(limit);
     }
-    let model = model(args.model)?;
-    let mut trainer = Trainer::new(
-        &device,
-        &model,
-        &Optimizer::adam(args.lr),
-        Loss::CrossEntropy {
-            label_smoothing: 0.0,
-        },
-        args.seed,
-    )?;
+    let (mut trainer, mut state) = match &args.resume {
+        Some(path) => checkpoint::resume(&device, path)?,
+        None => {
+            let model = model(args.model)?;
+            let optimizer = Optimizer::adam(args.lr);
+            let loss = Loss::CrossEntropy {
+                label_smoothing: 0.0,
+            };
+            let trainer = Trainer::new(&device, &model, &optimizer, loss, args.seed)?;
+            (
+                trainer,
+                TrainingState {
+                    seed: args.seed,
+                    ..Default::default()
+                },
+            )
+        }
+    };
     println!(
-        "ferrometal {} | {:?} on {} ({}) | {} training images, batch {}, Adam lr {}",
+        "ferrometal {} | {} on {} ({}) | {} training images, batch {}, Adam lr {}{}",
         ferrometal::version(),
-        args.model,
+        if args.resume.is_some() {
+            "resumed model".to_string()
+        } else {
+            format!("{:?}", args.model)
+        },
         device.location(),
         device.info()?.name,
         mnist.train.len(),
         args.batch_size,
-        args.lr
+        trainer.learning_rate() as f32,
+        if state.epoch > 0 {
+            format!(", from epoch {}", state.epoch)
+        } else {
+            String::new()
+        }
     );
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
@@ -146,8 +171,8 @@ fn main() -> anyhow::Result<()> {
     writeln!(csv, "epoch,train_loss,test_loss,test_accuracy,seconds")?;
     let mut history = Vec::new();
     let started = Instant::now();
-    for epoch in 1..=args.epochs {
-        let batches = Batches::new(mnist.train.len(), args.batch_size, true, args.seed, epoch);
+    for epoch in state.epoch + 1..=args.epochs {
+        let batches = Batches::new(mnist.train.len(), args.batch_size, true, state.seed, epoch);
         let bar = ProgressBar::new(batches.batch_count() as u64);
         bar.set_style(
             ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")?
@@ -187,15 +212,41 @@ fn main() -> anyhow::Result<()> {
             csv,
             "{epoch},{train_loss},{test_loss},{test_accuracy},{seconds}"
         )?;
-        history.push((epoch, train_loss, test_loss, test_accuracy, seconds));
+        history.push(plot::Point {
+            epoch,
+            train_loss,
+            test_loss,
+            test_accuracy,
+        });
+        state.epoch = epoch;
+        state.step += seen.div_ceil(args.batch_size) as u64;
+        checkpoint::save(&trainer, args.out.join("checkpoint.safetensors"), &state)?;
     }
-    let last = history.last().copied();
-    if let Some((_, _, _, accuracy, seconds)) = last {
+    let Some(last) = history.last() else {
         println!(
-            "done: {:.2}% test accuracy in {seconds:.1} s; metrics in {}",
-            accuracy * 100.0,
-            args.out.display()
+            "nothing to do: the checkpoint already covers {} epochs",
+            state.epoch
         );
-    }
+        return Ok(());
+    };
+    let json: Vec<_> = history
+        .iter()
+        .map(|p| {
+            serde_json::json!({"epoch": p.epoch, "train_loss": p.train_loss, "test_loss": p.test_loss,
+                               "test_accuracy": p.test_accuracy})
+        })
+        .collect();
+    std::fs::write(
+        args.out.join("metrics.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    plot::draw(&args.out.join("curves.png"), &history)?;
+    println!(
+        "done: {:.2}% test accuracy after {} epochs in {:.1} s; checkpoint, metrics.csv, metrics.json, curves.png in {}",
+        last.test_accuracy * 100.0,
+        last.epoch,
+        started.elapsed().as_secs_f64(),
+        args.out.display()
+    );
     Ok(())
 }
