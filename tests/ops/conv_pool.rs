@@ -15,8 +15,8 @@ fn conv_reference(
     let [n, c, h, wd] = xs;
     let [co, cg, kh, kw] = ws;
     let (sh, sw) = (o.stride[0] as usize, o.stride[1] as usize);
-    let (ph, pw) = (o.padding[0] as i64, o.padding[1] as i64);
-    let (dh, dw) = (o.dilation[0] as i64, o.dilation[1] as i64);
+    let (ph, pw) = (o.padding[0], o.padding[1]);
+    let (dh, dw) = (o.dilation[0], o.dilation[1]);
     let groups = o.groups as usize;
     let oh = (h as i64 + 2 * ph - dh * (kh as i64 - 1) - 1) as usize / sh + 1;
     let ow = (wd as i64 + 2 * pw - dw * (kw as i64 - 1) - 1) as usize / sw + 1;
@@ -233,7 +233,7 @@ fn pool_reference(x: &[f64], xs: [usize; 4], p: &Pool2d, max: bool) -> Vec<f64> 
         }
     };
     let (sh, sw) = (stride(0), stride(1));
-    let (ph, pw) = (p.padding[0] as i64, p.padding[1] as i64);
+    let (ph, pw) = (p.padding[0], p.padding[1]);
     let dil = |a: usize| if max { p.dilation[a] as usize } else { 1 };
     let oh = (h as i64 + 2 * ph - (dil(0) * (kh - 1)) as i64 - 1) as usize / sh + 1;
     let ow = (w as i64 + 2 * pw - (dil(1) * (kw - 1)) as i64 - 1) as usize / sw + 1;
