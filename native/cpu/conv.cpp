@@ -177,7 +177,7 @@ void conv2d_backward_input(const ConvShape &s, const float *dy, const float *wei
             matmul(m, weight + group * g.cout_g * g.k, dy + (first * s.c_out + group * g.cout_g) * g.p,
                    dcol.data() + group * g.k * g.p);
         }
-        // col2im: one task per dx plane, which gathers its kh * kw rows in
+        // col2im: one task per dx plane, which adds its kh * kw rows into it in
         // a fixed order, so no two tasks write the same element.
         const int64_t per_plane = std::max<int64_t>(1, s.kh * s.kw * g.p);
         ThreadPool::global().parallel_for(

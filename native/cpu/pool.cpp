@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "error.h"
 #include "kernels.h"
 #include "thread_pool.h"
 
@@ -10,9 +11,26 @@ namespace fm::cpu {
 
 namespace {
 
+void check(const char *what, const PoolShape &s) {
+    if (s.n < 0 || s.c < 0 || s.h < 0 || s.w < 0 || s.out_h < 0 || s.out_w < 0 || s.pad_h < 0 ||
+        s.pad_w < 0) {
+        fail(FM_ERR_INVALID_ARGUMENT, what, ": negative size or padding");
+    }
+    if (s.kh < 1 || s.kw < 1 || s.stride_h < 1 || s.stride_w < 1 || s.dilation_h < 1 ||
+        s.dilation_w < 1) {
+        fail(FM_ERR_INVALID_ARGUMENT, what, ": kernel (", s.kh, ", ", s.kw, "), stride (", s.stride_h,
+             ", ", s.stride_w, ") and dilation (", s.dilation_h, ", ", s.dilation_w,
+             ") must be at least 1");
+    }
+}
+
+// One task per group of planes; the grouping depends on the sizes only.
 template <class Body>
-void for_each_plane(const PoolShape &s, Body body) {
-    ThreadPool::global().parallel_for(size_t(s.n * s.c), 1, [&](size_t begin, size_t end) {
+void for_each_plane(const char *what, const PoolShape &s, Body body) {
+    check(what, s);
+    const int64_t work = std::max<int64_t>(1, s.out_h * s.out_w * s.kh * s.kw + s.h * s.w);
+    const size_t grain = size_t(std::max<int64_t>(1, (int64_t(1) << 15) / work));
+    ThreadPool::global().parallel_for(size_t(s.n * s.c), grain, [&](size_t begin, size_t end) {
         for (size_t p = begin; p < end; ++p) body(int64_t(p));
     });
 }
@@ -38,25 +56,34 @@ int64_t window_argmax(const PoolShape &s, const float *plane, int64_t oy, int64_
     return best;
 }
 
-// The window's bounds clipped to the input, and the divisor PyTorch uses.
-struct Window {
-    int64_t y0, y1, x0, x1, divisor;
+// One axis of an average window: the taps k in [lo, hi) land inside the
+// input, at first + k * step; `padded` taps land inside the padded input.
+struct Taps {
+    int64_t lo, hi, first, step, padded;
 };
 
-Window average_window(const PoolShape &s, int64_t oy, int64_t ox) {
-    int64_t y0 = oy * s.stride_h - s.pad_h, x0 = ox * s.stride_w - s.pad_w;
-    int64_t y1 = std::min(y0 + s.kh, s.h + s.pad_h), x1 = std::min(x0 + s.kw, s.w + s.pad_w);
-    int64_t padded = (y1 - y0) * (x1 - x0);
-    y0 = std::max<int64_t>(y0, 0), x0 = std::max<int64_t>(x0, 0);
-    y1 = std::min(y1, s.h), x1 = std::min(x1, s.w);
-    int64_t inside = std::max<int64_t>(0, y1 - y0) * std::max<int64_t>(0, x1 - x0);
-    return {y0, y1, x0, x1, std::max<int64_t>(1, s.count_include_pad ? padded : inside)};
+Taps average_taps(int64_t o, int64_t stride, int64_t pad, int64_t dilation, int64_t k, int64_t size) {
+    const int64_t first = o * stride - pad;
+    // Taps t with 0 <= first + t * dilation < limit, for t in [0, k).
+    const auto below = [&](int64_t limit) {
+        return limit - first <= 0 ? 0 : std::min(k, (limit - first + dilation - 1) / dilation);
+    };
+    const int64_t lo = first >= 0 ? 0 : std::min(k, (-first + dilation - 1) / dilation);
+    return {lo, std::max(lo, below(size)), first, dilation, std::max(lo, below(size + pad))};
+}
+
+// The divisor PyTorch uses: taps inside the padded input (all of them for
+// the documented out_h / out_w), or inside the input only. A window with
+// no tap inside gets 1, so it averages to 0 rather than NaN.
+int64_t average_divisor(const PoolShape &s, const Taps &ty, const Taps &tx) {
+    const int64_t d = s.count_include_pad ? ty.padded * tx.padded : (ty.hi - ty.lo) * (tx.hi - tx.lo);
+    return std::max<int64_t>(1, d);
 }
 
 }  // namespace
 
 void max_pool2d_forward(const PoolShape &s, const float *x, float *y) {
-    for_each_plane(s, [&](int64_t p) {
+    for_each_plane("max_pool2d_forward", s, [&](int64_t p) {
         const float *plane = x + p * s.h * s.w;
         float *out = y + p * s.out_h * s.out_w;
         for (int64_t oy = 0; oy < s.out_h; ++oy) {
@@ -69,7 +96,7 @@ void max_pool2d_forward(const PoolShape &s, const float *x, float *y) {
 }
 
 void max_pool2d_backward(const PoolShape &s, const float *x, const float *dy, float *dx) {
-    for_each_plane(s, [&](int64_t p) {
+    for_each_plane("max_pool2d_backward", s, [&](int64_t p) {
         const float *plane = x + p * s.h * s.w;
         const float *grad = dy + p * s.out_h * s.out_w;
         float *out = dx + p * s.h * s.w;
@@ -84,33 +111,37 @@ void max_pool2d_backward(const PoolShape &s, const float *x, const float *dy, fl
 }
 
 void avg_pool2d_forward(const PoolShape &s, const float *x, float *y) {
-    for_each_plane(s, [&](int64_t p) {
+    for_each_plane("avg_pool2d_forward", s, [&](int64_t p) {
         const float *plane = x + p * s.h * s.w;
         float *out = y + p * s.out_h * s.out_w;
         for (int64_t oy = 0; oy < s.out_h; ++oy) {
             for (int64_t ox = 0; ox < s.out_w; ++ox) {
-                Window w = average_window(s, oy, ox);
+                const Taps ty = average_taps(oy, s.stride_h, s.pad_h, s.dilation_h, s.kh, s.h);
+                const Taps tx = average_taps(ox, s.stride_w, s.pad_w, s.dilation_w, s.kw, s.w);
                 double sum = 0;
-                for (int64_t iy = w.y0; iy < w.y1; ++iy) {
-                    for (int64_t ix = w.x0; ix < w.x1; ++ix) sum += plane[iy * s.w + ix];
+                for (int64_t i = ty.lo; i < ty.hi; ++i) {
+                    const float *row = plane + (ty.first + i * ty.step) * s.w + tx.first;
+                    for (int64_t j = tx.lo; j < tx.hi; ++j) sum += row[j * tx.step];
                 }
-                out[oy * s.out_w + ox] = float(sum / double(w.divisor));
+                out[oy * s.out_w + ox] = float(sum / double(average_divisor(s, ty, tx)));
             }
         }
     });
 }
 
 void avg_pool2d_backward(const PoolShape &s, const float *dy, float *dx) {
-    for_each_plane(s, [&](int64_t p) {
+    for_each_plane("avg_pool2d_backward", s, [&](int64_t p) {
         const float *grad = dy + p * s.out_h * s.out_w;
         float *out = dx + p * s.h * s.w;
         std::fill(out, out + s.h * s.w, 0.0f);
         for (int64_t oy = 0; oy < s.out_h; ++oy) {
             for (int64_t ox = 0; ox < s.out_w; ++ox) {
-                Window w = average_window(s, oy, ox);
-                float share = grad[oy * s.out_w + ox] / float(w.divisor);
-                for (int64_t iy = w.y0; iy < w.y1; ++iy) {
-                    for (int64_t ix = w.x0; ix < w.x1; ++ix) out[iy * s.w + ix] += share;
+                const Taps ty = average_taps(oy, s.stride_h, s.pad_h, s.dilation_h, s.kh, s.h);
+                const Taps tx = average_taps(ox, s.stride_w, s.pad_w, s.dilation_w, s.kw, s.w);
+                const float share = grad[oy * s.out_w + ox] / float(average_divisor(s, ty, tx));
+                for (int64_t i = ty.lo; i < ty.hi; ++i) {
+                    float *row = out + (ty.first + i * ty.step) * s.w + tx.first;
+                    for (int64_t j = tx.lo; j < tx.hi; ++j) row[j * tx.step] += share;
                 }
             }
         }
