@@ -224,7 +224,7 @@ fm_optimizer fm_optimizer_default(fm_optimizer_kind kind) {
     o.rho = 0.9;
     o.momentum_decay = 4e-3;
     switch (kind) {
-        case FM_OPTIMIZER_SGD: o.learning_rate = 0.01; break;
+        case FM_OPTIMIZER_SGD: o.learning_rate = 1e-3; break;
         case FM_OPTIMIZER_ADAM: o.learning_rate = 1e-3; break;
         case FM_OPTIMIZER_ADAMW: o.learning_rate = 1e-3, o.weight_decay = 0.01; break;
         case FM_OPTIMIZER_RMSPROP: o.learning_rate = 0.01; break;

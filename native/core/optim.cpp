@@ -42,8 +42,9 @@ public:
 };
 
 void Optimizer::update(uint32_t p, uint32_t grad) {
-    const std::string &name = g.node(p).name;
-    const Shape &shape = g.node(p).probe[0];
+    // Copies: the nodes added below may reallocate the graph's storage.
+    const std::string name = g.node(p).name;
+    const Shape shape = g.node(p).probe[0];
     uint32_t gr = grad;
     if (o.weight_decay != 0.0 && o.kind != FM_OPTIMIZER_ADAMW) gr = add(gr, mul(p, o.weight_decay));
     uint32_t delta;  // what is subtracted from p

@@ -701,7 +701,7 @@ typedef struct fm_optimizer {
     double clip_value, clip_norm;
 } fm_optimizer;
 
-/** PyTorch's defaults for `kind` (SGD: lr 0.01; Adam/AdamW/Nadam: lr 1e-3
+/** PyTorch's defaults for `kind` (SGD: lr 1e-3; Adam/AdamW/Nadam: lr 1e-3
  *  (Nadam 2e-3), betas 0.9/0.999, eps 1e-8, AdamW weight decay 0.01;
  *  RMSProp: lr 0.01, alpha 0.99, eps 1e-8; AdaGrad: lr 0.01, eps 1e-10;
  *  AdaDelta: lr 1, rho 0.9, eps 1e-6; Nadam momentum_decay 4e-3). */

@@ -752,7 +752,7 @@ const _: () = {
         [::std::mem::offset_of!(fm_optimizer, clip_norm) - 120usize];
 };
 unsafe extern "C" {
-    #[doc = " PyTorch's defaults for `kind` (SGD: lr 0.01; Adam/AdamW/Nadam: lr 1e-3\n  (Nadam 2e-3), betas 0.9/0.999, eps 1e-8, AdamW weight decay 0.01;\n  RMSProp: lr 0.01, alpha 0.99, eps 1e-8; AdaGrad: lr 0.01, eps 1e-10;\n  AdaDelta: lr 1, rho 0.9, eps 1e-6; Nadam momentum_decay 4e-3)."]
+    #[doc = " PyTorch's defaults for `kind` (SGD: lr 1e-3; Adam/AdamW/Nadam: lr 1e-3\n  (Nadam 2e-3), betas 0.9/0.999, eps 1e-8, AdamW weight decay 0.01;\n  RMSProp: lr 0.01, alpha 0.99, eps 1e-8; AdaGrad: lr 0.01, eps 1e-10;\n  AdaDelta: lr 1, rho 0.9, eps 1e-6; Nadam momentum_decay 4e-3)."]
     pub fn fm_optimizer_default(kind: fm_optimizer_kind) -> fm_optimizer;
 }
 unsafe extern "C" {
