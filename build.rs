@@ -120,8 +120,11 @@ fn compile_native(native: &Path, include: &Path, cuda_home: Option<&Path>, metal
         .files(sources(&native.join("core"), "cpp"))
         .files(sources(&native.join("cpu"), "cpp"));
     if let Some(home) = cuda_home {
+        // Its own archive, before the core's: the core refers to the CUDA
+        // registration and the CUDA objects to the core's helpers, so it is
+        // linked whole to break that cycle.
+        compile_cuda(native, include, home);
         build.define("FM_WITH_CUDA", None);
-        build.objects(compile_cuda(native, include, home));
     }
     if metal {
         build.define("FM_WITH_METAL", None);
@@ -145,24 +148,42 @@ fn compile_native(native: &Path, include: &Path, cuda_home: Option<&Path>, metal
     println!("cargo:rustc-link-lib=pthread");
 }
 
-/// nvcc objects, merged into libferrometal.a so link order never matters.
-fn compile_cuda(native: &Path, include: &Path, home: &Path) -> Vec<PathBuf> {
+/// nvcc objects, device-linked by `cc` into libferrometal_cuda.a.
+fn compile_cuda(native: &Path, include: &Path, home: &Path) {
+    // cc recognises nvcc (and translates host flags) only when it finds it
+    // by name itself, not when given a path, so the toolkit goes first on PATH.
+    let path = env::var_os("PATH").unwrap_or_default();
+    let paths = std::iter::once(home.join("bin")).chain(env::split_paths(&path));
+    env::set_var(
+        "PATH",
+        env::join_paths(paths).expect("PATH entries are joinable"),
+    );
     let mut build = cc::Build::new();
     build
         .cuda(true)
-        .compiler(home.join("bin").join("nvcc"))
         .std("c++17")
         .opt_level(opt_level())
         .include(include)
         .include(native.join("core"))
         .define("FM_WITH_CUDA", None)
+        // cc would hand -Wall/-Werror to nvcc itself, which rejects them.
+        .warnings(false)
+        .extra_warnings(false)
         // Hopper (H100/H200) machine code, plus PTX so newer GPUs can JIT it.
         .flag("-gencode=arch=compute_90,code=sm_90")
         .flag("-gencode=arch=compute_90,code=compute_90")
         .flag("-Xcompiler=-Wall,-Wextra")
-        .warnings_into_errors(werror())
+        .cargo_metadata(false)
         .files(sources(&native.join("cuda"), "cu"));
-    build.compile_intermediates()
+    if werror() {
+        build
+            .flag("-Xcompiler=-Werror")
+            .flag("-Werror=all-warnings");
+    }
+    build.compile("ferrometal_cuda");
+    let out = env::var("OUT_DIR").expect("cargo sets OUT_DIR");
+    println!("cargo:rustc-link-search=native={out}");
+    println!("cargo:rustc-link-lib=static:+whole-archive=ferrometal_cuda");
 }
 
 /// CUDA_HOME, then CUDA_PATH, then the toolkit around `nvcc` on PATH.

@@ -54,6 +54,13 @@ cudaMemPool_t create_pool(int index) {
     // releases it on request.
     uint64_t threshold = UINT64_MAX;
     cudaError_t err = cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold);
+    // Allocation waits on the internal stream; reusing a block freed on a
+    // busy stream would make that wait include the busy stream's queued
+    // work (a whole training step). Growing the pool instead is cheaper.
+    int no_internal_dependencies = 0;
+    if (err == cudaSuccess) {
+        err = cudaMemPoolSetAttribute(pool, cudaMemPoolReuseAllowInternalDependencies, &no_internal_dependencies);
+    }
     if (err != cudaSuccess) {
         cudaMemPoolDestroy(pool);
         fail_cuda(err, "cudaMemPoolSetAttribute");

@@ -273,6 +273,8 @@ fm_status fm_device_pool_reset_peak(fm_device device);
  * is complete. With a stream, the call returns once the work is queued; its
  * asynchronous errors are returned by the next fm_stream_synchronize().
  * The CPU backend completes work before returning even when given a stream.
+ * A synchronous call (stream 0) is not ordered after work queued on other
+ * streams: synchronize those first if the call depends on them.
  *
  * Thread-safety: a stream is used by one thread at a time.
  * ------------------------------------------------------------------------- */
