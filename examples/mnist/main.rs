@@ -15,6 +15,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use ferrometal::checkpoint::{self, TrainingState};
 use ferrometal::data::{Batches, Mnist, MnistSplit};
+use ferrometal::train::{Schedule, Scheduler};
 use ferrometal::{Device, Loss, Model, Optimizer, Tensor, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -34,11 +35,12 @@ enum DeviceChoice {
 #[derive(Parser, Debug)]
 #[command(about = "Train a classifier on MNIST with ferrometal")]
 struct Args {
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 3)]
     epochs: u64,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
-    #[arg(long, default_value_t = 1e-3)]
+    /// Peak learning rate (Adam), decayed to zero by a cosine over the run.
+    #[arg(long, default_value_t = 2e-3)]
     lr: f64,
     #[arg(long, value_enum, default_value_t = Architecture::Cnn)]
     model: Architecture,
@@ -70,6 +72,8 @@ fn model(architecture: Architecture) -> ferrometal::Result<Model> {
             .relu()
             .max_pool2d(2)
             .flatten()
+            .dense(128)
+            .relu()
             .dense(10)
             .build(),
         Architecture::Mlp => Model::builder([1, 28, 28])
@@ -169,6 +173,17 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let mut csv = std::fs::File::create(args.out.join("metrics.csv"))?;
     writeln!(csv, "epoch,train_loss,test_loss,test_accuracy,seconds")?;
+    // Cosine decay from the initial rate to zero over the whole run.
+    let steps_per_epoch = mnist.train.len().div_ceil(args.batch_size) as u64;
+    let total_steps = steps_per_epoch * args.epochs;
+    let mut scheduler = Scheduler::new(
+        Schedule::CosineWithWarmup {
+            warmup_steps: 0,
+            total_steps,
+            min_lr: 0.0,
+        },
+        trainer.optimizer().0.learning_rate,
+    );
     let mut history = Vec::new();
     let started = Instant::now();
     for epoch in state.epoch + 1..=args.epochs {
@@ -183,6 +198,7 @@ fn main() -> anyhow::Result<()> {
         let (mut loss_sum, mut seen, mut correct, mut judged) = (0.0f64, 0usize, 0u64, 0u64);
         for (step, indices) in batches.enumerate() {
             let (images, labels) = batch(&device, &mnist.train, &indices)?;
+            trainer.set_learning_rate(scheduler.on_step(state.step + step as u64))?;
             // Reading the loss back costs a synchronisation; on a GPU one
             // in twenty steps is plenty for the progress bar.
             if step % 20 == 0 {
