@@ -421,3 +421,73 @@ mod loop_and_schedules {
         assert!(reports.len() <= 4, "{}", reports.len());
     }
 }
+
+#[test]
+fn missing_or_corrupt_data_files_say_where_they_looked() {
+    let error = ferrometal::data::Mnist::load("/nonexistent/mnist").unwrap_err();
+    assert!(matches!(error, Error::Io(_)), "{error}");
+    assert!(
+        error
+            .message()
+            .contains("/nonexistent/mnist/train-images-idx3-ubyte.gz"),
+        "{error}"
+    );
+    let dir = std::env::temp_dir().join(format!("ferrometal-bad-mnist-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("train-images-idx3-ubyte.gz"), b"not gzip").unwrap();
+    let error = ferrometal::data::Mnist::load(&dir).unwrap_err();
+    assert!(error.message().contains("not a valid gzip"), "{error}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn every_weight_initialiser_is_seeded_and_reproducible() {
+    use ferrometal::nn::WeightInit;
+    let device = Device::cpu().unwrap();
+    for init in [
+        WeightInit::HeUniform,
+        WeightInit::HeNormal,
+        WeightInit::XavierUniform,
+        WeightInit::XavierNormal,
+        WeightInit::Uniform,
+        WeightInit::Zeros,
+    ] {
+        let mut layer = ferrometal::Layer::new(ferrometal::LayerKind::Dense);
+        layer.units = 20;
+        layer.init = init;
+        let model = Model::builder([30]).layer(layer).build().unwrap();
+        let weights = |seed| {
+            Trainer::new(&device, &model, &Optimizer::sgd(0.1), Loss::Mse, seed)
+                .unwrap()
+                .read_state("dense0.weight")
+                .unwrap()
+        };
+        let (a, b, c) = (weights(1), weights(1), weights(2));
+        assert_eq!(a, b, "{init:?}: the same seed gives the same weights");
+        if init == WeightInit::Zeros {
+            assert!(a.iter().all(|&w| w == 0.0));
+            continue;
+        }
+        assert_ne!(a, c, "{init:?}: another seed gives other weights");
+        let bound = match init {
+            WeightInit::HeUniform => (6.0f32 / 30.0).sqrt(),
+            WeightInit::XavierUniform => (6.0f32 / 50.0).sqrt(),
+            WeightInit::Uniform => 1.0,
+            _ => f32::INFINITY,
+        };
+        assert!(
+            a.iter().all(|w| w.abs() <= bound),
+            "{init:?} exceeds {bound}"
+        );
+        let std = (a.iter().map(|w| w * w).sum::<f32>() / a.len() as f32).sqrt();
+        let expected = match init {
+            WeightInit::HeNormal => (2.0f32 / 30.0).sqrt(),
+            WeightInit::XavierNormal => (2.0f32 / 50.0).sqrt(),
+            _ => bound / 3f32.sqrt(),
+        };
+        assert!(
+            (std - expected).abs() < 0.1 * expected,
+            "{init:?}: std {std}, expected {expected}"
+        );
+    }
+}

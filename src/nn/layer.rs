@@ -66,6 +66,8 @@ pub enum WeightInit {
     HeNormal,
     XavierUniform,
     XavierNormal,
+    /// Uniform in [-1, 1).
+    Uniform,
     Zeros,
 }
 
@@ -161,6 +163,7 @@ impl Layer {
                 WeightInit::HeNormal => sys::FM_INIT_HE_NORMAL,
                 WeightInit::XavierUniform => sys::FM_INIT_XAVIER_UNIFORM,
                 WeightInit::XavierNormal => sys::FM_INIT_XAVIER_NORMAL,
+                WeightInit::Uniform => sys::FM_INIT_UNIFORM,
                 WeightInit::Zeros => sys::FM_INIT_ZEROS,
             },
             seed: self.seed,

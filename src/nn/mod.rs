@@ -3,5 +3,5 @@
 mod layer;
 mod model;
 
-pub use layer::{Layer, LayerKind};
+pub use layer::{Layer, LayerKind, WeightInit};
 pub use model::{Model, ModelBuilder};
