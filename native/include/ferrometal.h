@@ -5,29 +5,39 @@
  * accelerator. Every object is an opaque `uintptr_t` handle; every function
  * returns an `fm_status` and passes results through out-pointers.
  *
- * A tour (level 1: devices and buffers):
+ * A tour: open a device, build a model, take one training step, read the
+ * loss, release (error handling shortened to one check per call):
  *
  *     #include "ferrometal.h"
  *     #include <stdio.h>
  *
  *     int main(void) {
- *         fm_device dev = 0;
- *         fm_buffer buf = 0;
- *         float host[4] = {1, 2, 3, 4}, back[4] = {0};
- *         if (fm_device_open_best(&dev) != FM_OK) goto fail;
- *         if (fm_buffer_new(&buf, dev, FM_DTYPE_F32, 4) != FM_OK) goto fail;
- *         if (fm_buffer_write(buf, 0, host, 4, 0) != FM_OK) goto fail;
- *         if (fm_buffer_read(buf, 0, back, 4, 0) != FM_OK) goto fail;
- *         printf("%g %g %g %g\n", back[0], back[1], back[2], back[3]);
- *         fm_release(buf);
- *         fm_release(dev);
+ *         fm_device dev = 0;  fm_trainer trainer = 0;  fm_tensor x = 0, y = 0;
+ *         fm_layer_spec layers[3] = {fm_layer_spec_default(FM_LAYER_DENSE),
+ *                                    fm_layer_spec_default(FM_LAYER_RELU),
+ *                                    fm_layer_spec_default(FM_LAYER_DENSE)};
+ *         fm_optimizer adam = fm_optimizer_default(FM_OPTIMIZER_ADAM);
+ *         fm_loss_config loss = {FM_OP_SOFTMAX_CROSS_ENTROPY, 0.0, 1.0};
+ *         int64_t input[1] = {4}, xs[2] = {8, 4}, ys[1] = {8};
+ *         float loss_value = 0;
+ *         layers[0].units = 16;  layers[2].units = 3;
+ *         if (fm_device_open_best(&dev) != FM_OK ||
+ *             fm_trainer_new(&trainer, dev, layers, 3, input, 1, &adam, &loss, 42) != FM_OK ||
+ *             fm_tensor_new(&x, dev, FM_DTYPE_F32, xs, 2) != FM_OK ||
+ *             fm_tensor_new(&y, dev, FM_DTYPE_I32, ys, 1) != FM_OK) goto fail;
+ *         (fill x and y through fm_tensor_buffer + fm_buffer_write)
+ *         if (fm_trainer_step(trainer, x, y, &loss_value) != FM_OK) goto fail;
+ *         printf("loss %f\n", loss_value);
+ *         fm_release(x); fm_release(y); fm_release(trainer); fm_release(dev);
  *         return 0;
  *     fail:
  *         fprintf(stderr, "error: %s\n", fm_last_error());
- *         fm_release(buf);   (releasing 0 reports an error but is harmless)
- *         fm_release(dev);
  *         return 1;
  *     }
+ *
+ * Level 1 (fm_device_*, fm_buffer_*, fm_stream_*) moves data; level 2
+ * (fm_graph_*, fm_exec_*) builds and runs computations; level 3
+ * (fm_trainer_*, fm_inference_*) trains and deploys layer models.
  *
  * Conventions, for every function below:
  *   - The return value is FM_OK (0) or an error status. On error, out-pointers
