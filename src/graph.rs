@@ -32,8 +32,13 @@ use crate::handle::OwnedHandle;
 use crate::sys;
 use crate::tensor::Tensor;
 
-/// A placeholder dim that is fixed only when fed: the batch (dim 0).
+/// A placeholder dim that is fixed only when fed: the batch (dim 0). In a
+/// value's shape it marks a dim equal to the batch.
 pub const BATCH: i64 = sys::FM_BATCH as i64;
+
+/// In a value's shape: a dim that varies with the batch without being equal
+/// to it (e.g. batch × 3 after reshaping `[BATCH, 3, 4]` to `[-1, 4]`).
+pub const BATCH_DEPENDENT: i64 = sys::FM_BATCH_DEPENDENT as i64;
 
 /// An op of the C ABI (see `fm_op` in `ferrometal.h`), for [`Graph::op`].
 pub type Op = sys::fm_op;
@@ -87,7 +92,8 @@ impl<'g> Value<'g> {
         Ok((DType::from_sys(dtype)?, dims[..rank].to_vec()))
     }
 
-    /// The shape, with [`BATCH`] where the batch goes.
+    /// The shape, with [`BATCH`] where a dim is the batch and
+    /// [`BATCH_DEPENDENT`] where it otherwise depends on it.
     pub fn shape(self) -> Result<Vec<i64>> {
         Ok(self.info()?.1)
     }

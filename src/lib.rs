@@ -39,7 +39,10 @@ pub use buffer::Buffer;
 pub use device::{Backend, Device, DeviceInfo, Location, PoolStats};
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
-pub use graph::{Attrs, Conv2d, Exec, Graph, Init, Op, Optimizer, Pool2d, Reduction, Value, BATCH};
+pub use graph::{
+    Attrs, Conv2d, Exec, Graph, Init, Op, Optimizer, Pool2d, Reduction, Value, BATCH,
+    BATCH_DEPENDENT,
+};
 pub use nn::{Layer, LayerKind, Model, ModelBuilder};
 pub use stream::{PendingRead, Stream};
 pub use tensor::Tensor;

@@ -129,6 +129,7 @@ uint32_t Graph::add(Prim prim, std::vector<uint32_t> inputs, const fm_op_attrs &
     std::vector<fm_dtype> dtypes;
     for (uint32_t input : inputs) dtypes.push_back(nodes_[input].dtype);
     for (int p = 0; p < 2; ++p) {
+        ProbeDisplay display(kProbeBatch[p]);
         std::vector<const Shape *> shapes;
         for (uint32_t input : inputs) shapes.push_back(&nodes_[input].probe[p]);
         Inferred result = infer(prim, attrs, shapes, dtypes, origin);
@@ -143,7 +144,9 @@ Shape Graph::public_shape(uint32_t index) const {
     const Node &node = nodes_[index];
     Shape shape = node.probe[0];
     for (size_t i = 0; i < shape.size(); ++i) {
-        if (node.probe[0][i] != node.probe[1][i]) shape[i] = FM_BATCH;
+        if (node.probe[0][i] == node.probe[1][i]) continue;
+        bool is_batch = node.probe[0][i] == kProbeBatch[0] && node.probe[1][i] == kProbeBatch[1];
+        shape[i] = is_batch ? FM_BATCH : FM_BATCH_DEPENDENT;
     }
     return shape;
 }

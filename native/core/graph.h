@@ -95,7 +95,10 @@ struct VariableInit {
 class Graph : public Object {
 public:
     static constexpr ObjectKind kind = ObjectKind::Graph;
-    static constexpr int64_t kProbeBatch[2] = {2, 3};
+    // Distinctive sizes, so that a message printed while inferring can show
+    // the batch as -1 (see ProbeDisplay in shape.h) without mistaking a
+    // real dim for it.
+    static constexpr int64_t kProbeBatch[2] = {10007, 10009};
 
     Graph();
 
@@ -119,7 +122,8 @@ public:
 
     void add_effect(uint32_t value, uint32_t assignment) { nodes_[value].effects.push_back(assignment); }
 
-    // The public shape: FM_BATCH where the probes differ.
+    // The public shape: FM_BATCH where the dim is the batch, and
+    // FM_BATCH_DEPENDENT where it varies with the batch otherwise.
     Shape public_shape(uint32_t index) const;
     bool has_batch(uint32_t index) const { return nodes_[index].probe[0] != nodes_[index].probe[1]; }
     bool same_shape(uint32_t a, uint32_t b) const {

@@ -10,11 +10,20 @@ int64_t element_count(const Shape &shape) {
     return count;
 }
 
+namespace {
+thread_local int64_t displayed_batch = 0;
+}
+
+ProbeDisplay::ProbeDisplay(int64_t batch) : previous_(displayed_batch) { displayed_batch = batch; }
+
+ProbeDisplay::~ProbeDisplay() { displayed_batch = previous_; }
+
 std::string to_string(const Shape &shape) {
     std::string text = "[";
     for (size_t i = 0; i < shape.size(); ++i) {
         if (i) text += ", ";
-        text += std::to_string(shape[i]);
+        bool batch = displayed_batch != 0 && shape[i] == displayed_batch;
+        text += batch ? std::string("-1") : std::to_string(shape[i]);
     }
     return text + "]";
 }

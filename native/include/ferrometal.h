@@ -369,8 +369,12 @@ fm_status fm_buffer_fill(fm_buffer buffer, size_t offset, size_t count, double v
 
 /** Highest tensor rank. */
 #define FM_MAX_RANK 8
-/** A placeholder dimension fixed only when fed: the batch (only in dim 0). */
+/** A placeholder dimension fixed only when fed: the batch (only in dim 0).
+ *  In the shape of a value it marks a dim equal to the batch. */
 #define FM_BATCH (-1)
+/** In the shape of a value: a dim that varies with the batch without being
+ *  equal to it, e.g. batch * 3 after reshaping [batch, 3, 4] to [-1, 4]. */
+#define FM_BATCH_DEPENDENT (-2)
 
 /* ---------------------------------------------------------------------------
  * fm_tensor_* — a buffer with a shape
@@ -537,7 +541,8 @@ typedef FM_ENUM(fm_op) {
     FM_OP_CONV_TRANSPOSE2D = 34,
     /** `kernel_size`, `stride` (0: the kernel size), `padding`, `dilation`. */
     FM_OP_MAX_POOL2D = 35,
-    /** `kernel_size`, `stride` (0: the kernel size), `padding`, `count_include_pad`. */
+    /** `kernel_size`, `stride` (0: the kernel size), `padding`, `dilation`,
+     *  `count_include_pad`. */
     FM_OP_AVG_POOL2D = 36,
     /** [n, c, h, w] -> [n, c] mean over h and w. */
     FM_OP_GLOBAL_AVG_POOL = 37,
@@ -665,7 +670,8 @@ fm_op_attrs fm_op_attrs_default(void);
 fm_status fm_graph_op(fm_value *out_value, fm_graph graph, fm_op op, const fm_value *inputs,
                       size_t num_inputs, const fm_op_attrs *attrs);
 
-/** The dtype and shape of `value` (FM_BATCH where the batch goes). */
+/** The dtype and shape of `value`: FM_BATCH where a dim is the batch,
+ *  FM_BATCH_DEPENDENT where it otherwise depends on the batch size. */
 fm_status fm_graph_value_info(fm_dtype *out_dtype, int64_t *out_dims, size_t *out_rank,
                               fm_graph graph, fm_value value);
 

@@ -6,6 +6,7 @@ pub const FM_VERSION_MINOR: u32 = 1;
 pub const FM_VERSION_PATCH: u32 = 0;
 pub const FM_MAX_RANK: u32 = 8;
 pub const FM_BATCH: i32 = -1;
+pub const FM_BATCH_DEPENDENT: i32 = -2;
 unsafe extern "C" {
     #[doc = " The library's version as \"major.minor.patch\" (static storage, never NULL)."]
     pub fn fm_version() -> *const ::std::os::raw::c_char;
@@ -461,7 +462,7 @@ pub const FM_OP_CONV2D: fm_op = 33;
 pub const FM_OP_CONV_TRANSPOSE2D: fm_op = 34;
 #[doc = " `kernel_size`, `stride` (0: the kernel size), `padding`, `dilation`."]
 pub const FM_OP_MAX_POOL2D: fm_op = 35;
-#[doc = " `kernel_size`, `stride` (0: the kernel size), `padding`, `count_include_pad`."]
+#[doc = " `kernel_size`, `stride` (0: the kernel size), `padding`, `dilation`,\n  `count_include_pad`."]
 pub const FM_OP_AVG_POOL2D: fm_op = 36;
 #[doc = " [n, c, h, w] -> [n, c] mean over h and w."]
 pub const FM_OP_GLOBAL_AVG_POOL: fm_op = 37;
@@ -659,7 +660,7 @@ unsafe extern "C" {
     ) -> fm_status;
 }
 unsafe extern "C" {
-    #[doc = " The dtype and shape of `value` (FM_BATCH where the batch goes)."]
+    #[doc = " The dtype and shape of `value`: FM_BATCH where a dim is the batch,\n  FM_BATCH_DEPENDENT where it otherwise depends on the batch size."]
     pub fn fm_graph_value_info(
         out_dtype: *mut fm_dtype,
         out_dims: *mut i64,

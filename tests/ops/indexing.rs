@@ -1,97 +1,76 @@
-//! Embedding, one-hot, dropout, assignments and stop_gradient.
+//! Indexing: embedding (gather of rows, whose gradient scatters and adds
+//! for repeated indices) and one_hot.
 
-use ferrometal::{DType, Device, Graph, Tensor};
-
-use crate::harness::{check, input};
+use crate::harness::{ints, rand, OpTest, Tol};
 
 #[test]
-fn embedding_gathers_rows_and_accumulates_gradients_for_repeats() {
-    let device = Device::cpu().unwrap();
-    let indices = [2i32, 0, 2, 3, 2];
-    check(
-        &device,
-        &[input(&[4, 3], 1)],
-        &|g, v| {
-            let i = g.constant(&[5], &indices)?;
-            g.embedding(v[0], i)
-        },
-        &|d| {
-            indices
-                .iter()
-                .flat_map(|&i| d[0][i as usize * 3..i as usize * 3 + 3].to_vec())
+fn embedding_gathers_rows_and_accumulates_gradients_of_repeats() {
+    // (table rows, width, index shape, indices): repeats, first and last rows, unused rows.
+    let cases: Vec<(usize, usize, Vec<usize>, Vec<i32>)> = vec![
+        (5, 3, vec![2, 3], vec![4, 0, 4, 1, 4, 0]),
+        (4, 2, vec![6], vec![3, 3, 3, 3, 3, 3]),
+        (7, 5, vec![2, 2, 2], vec![6, 1, 1, 2, 0, 6, 6, 1]),
+        (3, 4, vec![], vec![2]),
+    ];
+    for (seed, (rows, width, index_shape, indices)) in cases.into_iter().enumerate() {
+        let mut out = index_shape.clone();
+        out.push(width);
+        OpTest::new(
+            format!("embedding [{rows}, {width}] by {index_shape:?} {indices:?}"),
+            vec![
+                rand(&[rows, width], seed as u64),
+                ints(&index_shape, indices),
+            ],
+        )
+        .shape(&out)
+        .tol(Tol::Exact)
+        .run(&|g, v| g.embedding(v[0], v[1]), &|d| {
+            d[1].iter()
+                .flat_map(|&i| d[0][i as usize * width..(i as usize + 1) * width].to_vec())
                 .collect()
-        },
-        0.0,
-    );
+        });
+    }
 }
 
 #[test]
-fn one_hot_vectors() {
-    let device = Device::cpu().unwrap();
-    let g = Graph::new().unwrap();
-    let i = g.constant(&[3], &[1i32, 0, 3]).unwrap();
-    let out = g
-        .compile(&device)
-        .unwrap()
-        .run(&[], &[g.one_hot(i, 4).unwrap()])
-        .unwrap();
-    assert_eq!(out[0].shape(), [3, 4]);
-    assert_eq!(
-        out[0].to_vec::<f32>().unwrap(),
-        [0., 1., 0., 0., 1., 0., 0., 0., 0., 0., 0., 1.]
-    );
-}
-
-#[test]
-fn dropout_scales_kept_elements_and_draws_new_masks_per_run() {
-    let device = Device::cpu().unwrap();
-    let g = Graph::new().unwrap();
-    let x = g.placeholder("x", DType::F32, &[10_000]).unwrap();
-    let train = g.dropout(x, 0.3, 42, true).unwrap();
-    let eval = g.dropout(x, 0.3, 42, false).unwrap();
-    let mut exec = g.compile(&device).unwrap();
-    let ones = Tensor::from_slice(&device, &[10_000], &vec![1.0f32; 10_000]).unwrap();
-    let first = exec.run(&[(x, &ones)], &[train]).unwrap()[0]
-        .to_vec::<f32>()
-        .unwrap();
-    let kept = first.iter().filter(|&&v| v != 0.0).count() as f64;
-    assert!(first
-        .iter()
-        .all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-6));
-    // Binomial(10000, 0.7): 3 sigma is about 137.
-    assert!((kept - 7000.0).abs() < 140.0, "kept {kept}");
-    let second = exec.run(&[(x, &ones)], &[train]).unwrap()[0]
-        .to_vec::<f32>()
-        .unwrap();
-    assert_ne!(first, second, "each run draws a new mask");
-    assert_eq!(
-        exec.run(&[(x, &ones)], &[eval]).unwrap()[0]
-            .to_vec::<f32>()
-            .unwrap(),
-        vec![1.0f32; 10_000]
-    );
-    // The same seed and run number give the same mask in another executable.
-    let mut again = g.compile(&device).unwrap();
-    assert_eq!(
-        again.run(&[(x, &ones)], &[train]).unwrap()[0]
-            .to_vec::<f32>()
-            .unwrap(),
-        first
-    );
-}
-
-#[test]
-fn stop_gradient_blocks_and_group_assigns() {
-    let device = Device::cpu().unwrap();
-    let g = Graph::new().unwrap();
-    let w = g.variable_from("w", &[2], &[1.0f32, 2.0]).unwrap();
-    let blocked = g.stop_gradient(w).unwrap();
-    let loss = g.sum(g.mul(w, blocked).unwrap(), &[], false).unwrap();
-    let grad = g.gradients(loss, &[w]).unwrap()[0];
-    let out = g.compile(&device).unwrap().run(&[], &[grad]).unwrap();
-    assert_eq!(
-        out[0].to_vec::<f32>().unwrap(),
-        [1.0, 2.0],
-        "d(w * stop(w))/dw = stop(w)"
-    );
+fn one_hot_gives_f32_rows() {
+    let cases: Vec<(Vec<usize>, Vec<i32>, i64)> = vec![
+        (vec![4], vec![0, 3, 1, 3], 4),
+        (vec![2, 3], vec![2, 0, 1, 1, 4, 0], 5),
+        (vec![], vec![1], 2),
+    ];
+    for (shape, indices, depth) in cases {
+        let mut out = shape.clone();
+        out.push(depth as usize);
+        OpTest::new(
+            format!("one_hot {indices:?} depth {depth}"),
+            vec![ints(&shape, indices)],
+        )
+        .shape(&out)
+        .tol(Tol::Exact)
+        .forward_only()
+        .run(&|g, v| g.one_hot(v[0], depth), &|d| {
+            d[0].iter()
+                .flat_map(|&i| (0..depth).map(move |k| f64::from(u8::from(k as f64 == i))))
+                .collect()
+        });
+    }
+    // A one-hot row is f32 and blocks gradients: d/dx sum(one_hot(i) * x) = 0 through the
+    // indices, while x gets the one-hot rows.
+    OpTest::new(
+        "one_hot times x",
+        vec![ints(&[3], vec![2, 0, 2]), rand(&[3, 3], 1)],
+    )
+    .tol(Tol::Exact)
+    .run(&|g, v| g.mul(g.one_hot(v[0], 3)?, v[1]), &|d| {
+        (0..9)
+            .map(|i| {
+                if d[0][i / 3] as usize == i % 3 {
+                    d[1][i]
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    });
 }

@@ -1,144 +1,339 @@
-//! Losses, both reductions.
+//! Losses, each with both reductions: mean (over the batch for the
+//! per-row losses, over all elements for the elementwise ones) and sum.
 
-use ferrometal::{DType, Device, Graph, Reduction, Tensor};
+use ferrometal::{sys, Attrs, Graph, Op, Reduction, Result, Value};
 
-use crate::harness::{check, input};
+use crate::harness::{from, ints, rand, sigmoid, softplus, values, Arg, OpTest};
 
-fn reduce(per: Vec<f64>, count: usize, reduction: Reduction) -> Vec<f64> {
+const REDUCTIONS: [Reduction; 2] = [Reduction::Mean, Reduction::Sum];
+
+/// Sum of `per` divided by `count` for the mean.
+fn reduce(per: &[f64], count: usize, reduction: Reduction) -> Vec<f64> {
     let sum: f64 = per.iter().sum();
-    vec![if reduction == Reduction::Sum {
-        sum
-    } else {
-        sum / count as f64
+    vec![match reduction {
+        Reduction::Mean => sum / count as f64,
+        Reduction::Sum => sum,
     }]
 }
 
-#[test]
-fn softmax_cross_entropy_with_label_smoothing() {
-    let device = Device::cpu().unwrap();
-    let labels = [2i32, 0, 1, 2];
-    for smoothing in [0.0, 0.1] {
-        for reduction in [Reduction::Mean, Reduction::Sum] {
-            let reference = |d: &[Vec<f64>]| {
-                let per = d[0]
-                    .chunks(3)
-                    .zip(labels)
-                    .map(|(row, label)| {
-                        let max = row.iter().copied().fold(f64::MIN, f64::max);
-                        let lse = max + row.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
-                        let nll = lse - row[label as usize];
-                        let smooth = row.iter().map(|v| lse - v).sum::<f64>() / 3.0;
-                        (1.0 - smoothing) * nll + smoothing * smooth
-                    })
-                    .collect();
-                reduce(per, 4, reduction)
-            };
-            check(
-                &device,
-                &[input(&[4, 3], 1)],
-                &|g, v| {
-                    let y = g.constant(&[4], &labels)?;
-                    g.softmax_cross_entropy(v[0], y, smoothing, reduction)
-                },
-                &reference,
-                1e-5,
-            );
-        }
-    }
+fn loss<'g>(
+    g: &'g Graph,
+    op: Op,
+    v: &[Value<'g>],
+    attrs: Attrs,
+    reduction: Reduction,
+) -> Result<Value<'g>> {
+    g.loss(op, v[0], v[1], attrs, reduction)
 }
 
 #[test]
-fn elementwise_losses() {
-    let device = Device::cpu().unwrap();
-    let targets: Vec<f64> = crate::harness::values(6, 9)
-        .iter()
-        .map(|v| (v + 1.0) / 2.0)
-        .collect();
-    let t32: Vec<f32> = targets.iter().map(|&v| v as f32).collect();
-    type Build = for<'g> fn(
-        &'g Graph,
-        ferrometal::Value<'g>,
-        ferrometal::Value<'g>,
-    ) -> ferrometal::Result<ferrometal::Value<'g>>;
-    let cases: Vec<(Build, fn(f64, f64) -> f64, bool)> = vec![
-        (|g, p, t| g.mse(p, t), |p, t| (p - t).powi(2), false),
-        (|g, p, t| g.mae(p, t), |p, t| (p - t).abs(), false),
-        (
-            |g, p, t| g.huber(p, t, 0.3),
-            |p, t| {
-                let d = (p - t).abs();
-                if d < 0.3 {
-                    0.5 * d * d
-                } else {
-                    0.3 * (d - 0.15)
-                }
-            },
-            false,
-        ),
-        (
-            |g, p, t| g.bce_with_logits(p, t),
-            |x, t| x.max(0.0) - x * t + (1.0 + (-x.abs()).exp()).ln(),
-            false,
-        ),
-        (
-            |g, p, t| g.binary_cross_entropy(p, t),
-            |p, t| -(t * p.ln() + (1.0 - t) * (1.0 - p).ln()),
-            true,
-        ),
-    ];
-    for (k, (build, f, probabilities)) in cases.into_iter().enumerate() {
-        let mut x = input(&[2, 3], 20 + k as u64);
-        if probabilities {
-            x.data
-                .iter_mut()
-                .for_each(|v| *v = 0.1 + 0.8 * (*v + 1.0) / 2.0);
+fn softmax_cross_entropy_with_and_without_label_smoothing() {
+    let (n, c) = (5usize, 4usize);
+    let labels = vec![0, 3, 1, 3, 2];
+    for smoothing in [0.0, 0.1] {
+        for reduction in REDUCTIONS {
+            OpTest::new(
+                format!("softmax_cross_entropy smoothing {smoothing} {reduction:?}"),
+                vec![
+                    rand(&[n, c], 1).map(|v| 3.0 * v),
+                    ints(&[n], labels.clone()),
+                ],
+            )
+            .shape(&[])
+            .run(
+                &|g, v| g.softmax_cross_entropy(v[0], v[1], smoothing, reduction),
+                &|d| {
+                    let per: Vec<f64> = (0..n)
+                        .map(|i| {
+                            let row = &d[0][i * c..(i + 1) * c];
+                            let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                            let lse = max + row.iter().map(|z| (z - max).exp()).sum::<f64>().ln();
+                            let nll = lse - row[d[1][i] as usize];
+                            let uniform = row.iter().map(|z| lse - z).sum::<f64>() / c as f64;
+                            (1.0 - smoothing) * nll + smoothing * uniform
+                        })
+                        .collect();
+                    reduce(&per, n, reduction)
+                },
+            );
         }
-        let t = t32.clone();
-        let targets = targets.clone();
-        check(
-            &device,
-            &[x],
+    }
+    // Large logits stay exact: the log-sum-exp is taken stably.
+    OpTest::new(
+        "softmax_cross_entropy of logits ±100",
+        vec![
+            from(&[2, 3], vec![100.0, -100.0, 0.0, -100.0, 100.0, 99.0]),
+            ints(&[2], vec![1, 2]),
+        ],
+    )
+    .run(
+        &|g, v| g.softmax_cross_entropy(v[0], v[1], 0.0, Reduction::Sum),
+        &|d| {
+            let lse = |r: &[f64]| {
+                let m = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                m + r.iter().map(|z| (z - m).exp()).sum::<f64>().ln()
+            };
+            vec![lse(&d[0][..3]) - d[0][1] + lse(&d[0][3..]) - d[0][5]]
+        },
+    );
+}
+
+#[test]
+fn categorical_cross_entropy_on_probabilities() {
+    let (n, c) = (4usize, 5usize);
+    for reduction in REDUCTIONS {
+        let probabilities = rand(&[n, c], 2).map(|v| 0.55 + 0.45 * v);
+        let targets = rand(&[n, c], 3).map(|v| 0.5 + 0.5 * v);
+        OpTest::new(
+            format!("categorical_cross_entropy {reduction:?}"),
+            vec![probabilities, targets],
+        )
+        .shape(&[])
+        .run(
             &|g, v| {
-                let tv = g.constant(&[2, 3], &t)?;
-                build(g, v[0], tv)
-            },
-            &|d| {
-                reduce(
-                    d[0].iter().zip(&targets).map(|(&p, &t)| f(p, t)).collect(),
-                    6,
-                    Reduction::Mean,
+                loss(
+                    g,
+                    sys::FM_OP_CATEGORICAL_CROSS_ENTROPY,
+                    v,
+                    Attrs::default(),
+                    reduction,
                 )
             },
-            2e-5,
+            &|d| {
+                let per: Vec<f64> = (0..n)
+                    .map(|i| {
+                        -(0..c)
+                            .map(|k| d[1][i * c + k] * d[0][i * c + k].ln())
+                            .sum::<f64>()
+                    })
+                    .collect();
+                reduce(&per, n, reduction)
+            },
         );
     }
-    // Categorical cross-entropy on probabilities: -sum(t log p) per row, mean over rows.
-    let probabilities = [0.2f64, 0.7, 0.1, 0.5, 0.25, 0.25];
-    let onehot = [0.0f32, 1.0, 0.0, 0.3, 0.3, 0.4];
-    let g = Graph::new().unwrap();
-    let p = g
-        .constant(&[2, 3], &probabilities.map(|v| v as f32))
-        .unwrap();
-    let t = g.constant(&[2, 3], &onehot).unwrap();
-    let loss = g.categorical_cross_entropy(p, t).unwrap();
-    let got = g.compile(&device).unwrap().run(&[], &[loss]).unwrap()[0]
-        .scalar()
-        .unwrap();
-    let expected: f64 =
-        -(0.7f64.ln() + 0.3 * 0.5f64.ln() + 0.3 * 0.25f64.ln() + 0.4 * 0.25f64.ln()) / 2.0;
-    assert!(
-        (f64::from(got) - expected).abs() < 1e-6,
-        "{got} vs {expected}"
+    // The typed shorthand is the mean.
+    OpTest::new(
+        "categorical_cross_entropy shorthand",
+        vec![rand(&[2, 3], 4).map(|v| 0.5 + 0.4 * v), rand(&[2, 3], 5)],
+    )
+    .run(&|g, v| g.categorical_cross_entropy(v[0], v[1]), &|d| {
+        let per: Vec<f64> = (0..2)
+            .map(|i| {
+                -(0..3)
+                    .map(|k| d[1][i * 3 + k] * d[0][i * 3 + k].ln())
+                    .sum::<f64>()
+            })
+            .collect();
+        reduce(&per, 2, Reduction::Mean)
+    });
+}
+
+/// An elementwise loss checked with both reductions on `predictions` and
+/// `targets`, the per-element reference `f(prediction, target)`.
+fn elementwise_loss(
+    name: &str,
+    op: Op,
+    attrs: Attrs,
+    predictions: Arg,
+    targets: Arg,
+    f: fn(f64, f64, f64) -> f64,
+    param: f64,
+) {
+    let count = predictions.shape.iter().product();
+    for reduction in REDUCTIONS {
+        OpTest::new(
+            format!("{name} {reduction:?}"),
+            vec![predictions.clone(), targets.clone()],
+        )
+        .shape(&[])
+        .run(&|g, v| loss(g, op, v, attrs, reduction), &|d| {
+            let per: Vec<f64> = d[0]
+                .iter()
+                .zip(&d[1])
+                .map(|(&p, &t)| f(p, t, param))
+                .collect();
+            reduce(&per, count, reduction)
+        });
+    }
+}
+
+fn bce(p: f64, t: f64, _: f64) -> f64 {
+    -(t * p.ln() + (1.0 - t) * (1.0 - p).ln())
+}
+
+fn bce_logits(x: f64, t: f64, _: f64) -> f64 {
+    // log(1 + e^x) - x t, written stably.
+    softplus(x) - x * t
+}
+
+fn huber(p: f64, t: f64, delta: f64) -> f64 {
+    let d = (p - t).abs();
+    if d < delta {
+        0.5 * d * d
+    } else {
+        delta * (d - 0.5 * delta)
+    }
+}
+
+/// Targets = predictions - differences, the differences kept `gap` away
+/// from each of `kinks` (in |difference|).
+fn targets_for(predictions: &Arg, differences: Vec<f64>, kinks: &[f64], gap: f64) -> Arg {
+    let crate::harness::Data::F32(p) = &predictions.data else {
+        unreachable!()
+    };
+    let d = from(&predictions.shape, differences)
+        .map(|x| x.abs())
+        .away_from(kinks, gap);
+    let crate::harness::Data::F32(d) = d.data else {
+        unreachable!()
+    };
+    let signs = values(p.len(), 77);
+    from(
+        &predictions.shape,
+        p.iter()
+            .zip(&d)
+            .zip(&signs)
+            .map(|((p, d), s)| p - d * s.signum())
+            .collect(),
+    )
+}
+
+#[test]
+fn binary_cross_entropy_on_probabilities() {
+    let p = rand(&[3, 4], 1).map(|v| 0.5 + 0.45 * v);
+    let t = rand(&[3, 4], 2).map(|v| 0.5 + 0.5 * v);
+    elementwise_loss(
+        "binary_cross_entropy",
+        sys::FM_OP_BINARY_CROSS_ENTROPY,
+        Attrs::default(),
+        p.clone(),
+        t.clone(),
+        bce,
+        0.0,
     );
-    // BCE with logits stays finite at large |x|.
-    let g = Graph::new().unwrap();
-    let x = g.placeholder("x", DType::F32, &[2]).unwrap();
-    let y = g.constant(&[2], &[1.0f32, 0.0]).unwrap();
-    let loss = g.bce_with_logits(x, y).unwrap();
-    let mut exec = g.compile(&device).unwrap();
-    let far = Tensor::from_slice(&device, &[2], &[-50.0f32, 50.0]).unwrap();
-    let value = exec.run(&[(x, &far)], &[loss]).unwrap()[0]
-        .scalar()
-        .unwrap();
-    assert!((value - 50.0).abs() < 1e-3, "{value}");
+    OpTest::new("binary_cross_entropy shorthand", vec![p, t]).run(
+        &|g, v| g.binary_cross_entropy(v[0], v[1]),
+        &|d| {
+            reduce(
+                &d[0]
+                    .iter()
+                    .zip(&d[1])
+                    .map(|(&p, &t)| bce(p, t, 0.0))
+                    .collect::<Vec<_>>(),
+                12,
+                Reduction::Mean,
+            )
+        },
+    );
+}
+
+#[test]
+fn bce_with_logits_is_stable_at_large_logits() {
+    let x = rand(&[3, 4], 3).map(|v| 4.0 * v);
+    let t = rand(&[3, 4], 4).map(|v| 0.5 + 0.5 * v);
+    elementwise_loss(
+        "bce_with_logits",
+        sys::FM_OP_BCE_WITH_LOGITS,
+        Attrs::default(),
+        x,
+        t,
+        bce_logits,
+        0.0,
+    );
+    // |x| = 50: e^50 overflows nothing, and the result is exact.
+    let x = from(&[6], vec![50.0, -50.0, 50.0, -50.0, 50.0, -50.0]);
+    let t = from(&[6], vec![1.0, 0.0, 0.0, 1.0, 0.3, 0.7]);
+    elementwise_loss(
+        "bce_with_logits at |x| = 50",
+        sys::FM_OP_BCE_WITH_LOGITS,
+        Attrs::default(),
+        x.clone(),
+        t.clone(),
+        bce_logits,
+        0.0,
+    );
+    OpTest::new("bce_with_logits shorthand", vec![x, t]).run(
+        &|g, v| g.bce_with_logits(v[0], v[1]),
+        &|d| {
+            let per: Vec<f64> = d[0]
+                .iter()
+                .zip(&d[1])
+                .map(|(&x, &t)| bce_logits(x, t, 0.0))
+                .collect();
+            assert!((sigmoid(50.0) - 1.0).abs() < 1e-20);
+            reduce(&per, 6, Reduction::Mean)
+        },
+    );
+}
+
+#[test]
+fn mse_mae_huber() {
+    let p = rand(&[4, 3], 5).map(|v| 2.0 * v);
+    let spread: Vec<f64> = values(12, 6).iter().map(|v| 2.0 * v).collect();
+    let t = targets_for(&p, spread.clone(), &[], 0.0);
+    elementwise_loss(
+        "mse",
+        sys::FM_OP_MSE,
+        Attrs::default(),
+        p.clone(),
+        t.clone(),
+        |p, t, _| (p - t) * (p - t),
+        0.0,
+    );
+    // |p - t| away from 0, the kink of mae.
+    let t = targets_for(&p, spread.clone(), &[0.0], 0.05);
+    elementwise_loss(
+        "mae",
+        sys::FM_OP_MAE,
+        Attrs::default(),
+        p.clone(),
+        t,
+        |p, t, _| (p - t).abs(),
+        0.0,
+    );
+    // Huber: differences on both sides of delta, away from it.
+    for delta in [1.0, 0.5, 2.5] {
+        let t = targets_for(&p, spread.clone(), &[delta], 0.05);
+        let mut attrs = Attrs::default();
+        attrs.0.delta = delta;
+        elementwise_loss(
+            &format!("huber delta {delta}"),
+            sys::FM_OP_HUBER,
+            attrs,
+            p.clone(),
+            t,
+            huber,
+            delta,
+        );
+    }
+    // The typed shorthands are the means (huber with the given delta; its default is 1).
+    let t = targets_for(&p, spread, &[0.0, 0.7, 1.0], 0.05);
+    let mean = |f: fn(f64, f64, f64) -> f64, param: f64| {
+        move |d: &[Vec<f64>]| {
+            reduce(
+                &d[0]
+                    .iter()
+                    .zip(&d[1])
+                    .map(|(&p, &t)| f(p, t, param))
+                    .collect::<Vec<_>>(),
+                12,
+                Reduction::Mean,
+            )
+        }
+    };
+    let args = vec![p, t];
+    OpTest::new("mse shorthand", args.clone()).run(
+        &|g, v| g.mse(v[0], v[1]),
+        &mean(|p, t, _| (p - t) * (p - t), 0.0),
+    );
+    OpTest::new("mae shorthand", args.clone()).run(
+        &|g, v| g.mae(v[0], v[1]),
+        &mean(|p, t, _| (p - t).abs(), 0.0),
+    );
+    OpTest::new("huber shorthand 0.7", args.clone())
+        .run(&|g, v| g.huber(v[0], v[1], 0.7), &mean(huber, 0.7));
+    OpTest::new("huber default delta", args).run(
+        &|g, v| g.op(sys::FM_OP_HUBER, &[v[0], v[1]], &Attrs::default()),
+        &mean(huber, 1.0),
+    );
 }
