@@ -120,7 +120,7 @@ fn evaluate(trainer: &mut Trainer, split: &MnistSplit) -> ferrometal::Result<(f6
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let device = match args.device {
+    let mut device = match args.device {
         DeviceChoice::Cpu => Device::cpu()?,
         DeviceChoice::Cuda => Device::cuda(0)?,
         DeviceChoice::Best => Device::best()?,
@@ -140,7 +140,18 @@ fn main() -> anyhow::Result<()> {
             let loss = Loss::CrossEntropy {
                 label_smoothing: 0.0,
             };
-            let trainer = Trainer::new(&device, &model, &optimizer, loss, args.seed)?;
+            let trainer = match Trainer::new(&device, &model, &optimizer, loss, args.seed) {
+                // The best device may not run graphs yet (CUDA does only
+                // level 1 so far); the CPU always does.
+                Err(ferrometal::Error::Unsupported(why))
+                    if matches!(args.device, DeviceChoice::Best) =>
+                {
+                    eprintln!("note: {why}; training on the CPU instead");
+                    device = Device::cpu()?;
+                    Trainer::new(&device, &model, &optimizer, loss, args.seed)?
+                }
+                other => other?,
+            };
             (
                 trainer,
                 TrainingState {
