@@ -29,8 +29,19 @@ constexpr double kTaskFlops = 4e6;                          // per task, at leas
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Compiled three times, for AVX-512, AVX2 with FMA, and the baseline ISA;
+// the loader picks the best the CPU has (an ifunc), so the shipped build
+// needs no -march flag. Each element is still summed over p in order, so
+// results do not depend on the thread count (they do depend on the ISA:
+// FMA rounds once where the baseline rounds twice).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define FM_ISA_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
+#else
+#define FM_ISA_CLONES
+#endif
+
 // acc[j] += sum over p of a[p * a_step] * panel[p][j], for p increasing.
-void accumulate_row(const float *a, int64_t a_step, const float *__restrict panel, int64_t depth,
+FM_ISA_CLONES void accumulate_row(const float *a, int64_t a_step, const float *__restrict panel, int64_t depth,
                     float *__restrict acc) {
     for (int64_t p = 0; p < depth; ++p) {
         const float ap = a[p * a_step];
