@@ -160,17 +160,7 @@ impl<T: Element> Buffer<T> {
         source_offset: usize,
         count: usize,
     ) -> Result<()> {
-        // SAFETY: live handles; `&mut self` and `&Buffer` cannot alias.
-        check(unsafe {
-            sys::fm_buffer_copy(
-                self.as_raw(),
-                offset,
-                source.as_raw(),
-                source_offset,
-                count,
-                0,
-            )
-        })
+        self.copy_on(offset, source, source_offset, count, 0)
     }
 
     /// Queues a same-device copy on `stream` (see [`Buffer::copy_from`]).
@@ -182,7 +172,18 @@ impl<T: Element> Buffer<T> {
         source_offset: usize,
         count: usize,
     ) -> Result<()> {
-        // SAFETY: live handles.
+        self.copy_on(offset, source, source_offset, count, stream.as_raw())
+    }
+
+    fn copy_on(
+        &mut self,
+        offset: usize,
+        source: &Buffer<T>,
+        source_offset: usize,
+        count: usize,
+        stream: usize,
+    ) -> Result<()> {
+        // SAFETY: live handles; `&mut self` and `&Buffer` cannot alias.
         check(unsafe {
             sys::fm_buffer_copy(
                 self.as_raw(),
@@ -190,7 +191,7 @@ impl<T: Element> Buffer<T> {
                 source.as_raw(),
                 source_offset,
                 count,
-                stream.as_raw(),
+                stream,
             )
         })
     }

@@ -675,9 +675,7 @@ impl Graph {
         bias: Option<Value<'_>>,
         options: &Conv2d,
     ) -> Result<Value<'a>> {
-        let mut inputs = vec![x, weight];
-        inputs.extend(bias);
-        self.op(sys::FM_OP_CONV2D, &inputs, &options.attrs())
+        self.convolution(sys::FM_OP_CONV2D, x, weight, bias, options)
     }
     /// Transposed 2-D convolution (weight [in, out/groups, kh, kw]).
     pub fn conv_transpose2d<'a>(
@@ -687,9 +685,19 @@ impl Graph {
         bias: Option<Value<'_>>,
         options: &Conv2d,
     ) -> Result<Value<'a>> {
+        self.convolution(sys::FM_OP_CONV_TRANSPOSE2D, x, weight, bias, options)
+    }
+    fn convolution<'a>(
+        &'a self,
+        op: Op,
+        x: Value<'_>,
+        weight: Value<'_>,
+        bias: Option<Value<'_>>,
+        options: &Conv2d,
+    ) -> Result<Value<'a>> {
         let mut inputs = vec![x, weight];
         inputs.extend(bias);
-        self.op(sys::FM_OP_CONV_TRANSPOSE2D, &inputs, &options.attrs())
+        self.op(op, &inputs, &options.attrs())
     }
     /// Max pooling.
     pub fn max_pool2d(&self, x: Value<'_>, options: &Pool2d) -> Result<Value<'_>> {

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "error.h"
+#include "kernel_test_support.h"
 #include "kernels.h"
 #include "thread_pool.h"
 
@@ -38,99 +39,14 @@ namespace {
 using fm::cpu::ConvShape;
 using fm::cpu::PoolShape;
 
-// ---- Reporting --------------------------------------------------------------
-
-int g_checks = 0;
-int g_failures = 0;
-std::string g_case;  // the case being run, printed with each failure
-
-#define CHECK(cond)                                                                       \
-    do {                                                                                  \
-        ++g_checks;                                                                       \
-        if (!(cond)) {                                                                    \
-            if (++g_failures <= 40) {                                                     \
-                std::fprintf(stderr, "%s:%d: CHECK(%s) failed in %s\n", __FILE__, __LINE__, \
-                             #cond, g_case.c_str());                                      \
-            }                                                                             \
-        }                                                                                 \
-    } while (0)
-
-// ---- Checksum of every output (FNV-1a, 64 bit) -----------------------------
-
-uint64_t g_checksum = 14695981039346656037ull;
-
-void hash_bytes(const void *data, size_t bytes) {
-    const auto *p = static_cast<const unsigned char *>(data);
-    for (size_t i = 0; i < bytes; ++i) {
-        g_checksum ^= p[i];
-        g_checksum *= 1099511628211ull;
-    }
-}
-
-// ---- Random numbers (splitmix64: the same sequence on every platform) ------
-
-struct Rng {
-    uint64_t state;
-    uint64_t next() {
-        uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        return z ^ (z >> 31);
-    }
-    int64_t range(int64_t lo, int64_t hi) { return lo + int64_t(next() % uint64_t(hi - lo + 1)); }
-    float uniform(float lo, float hi) { return lo + (hi - lo) * float(next() >> 40) / float(1 << 24); }
-    bool chance(int percent) { return range(0, 99) < percent; }
-    std::vector<float> floats(size_t n, float lo = -2.0f, float hi = 2.0f) {
-        std::vector<float> v(n);
-        for (auto &x : v) x = uniform(lo, hi);
-        return v;
-    }
-};
-
-// ---- Output buffers with guard zones -----------------------------------------
-
-// kGuard elements of a byte pattern on each side catch a write out of
-// bounds; the inside starts as a value no kernel produces, so an element
-// left unwritten is seen too.
-constexpr size_t kGuard = 16;
-constexpr unsigned char kGuardByte = 0xA5;
-constexpr float kUnwritten = -7.77e7f;
-
-class Output {
-public:
-    explicit Output(size_t n) : n_(n), storage_(n + 2 * kGuard) {
-        std::memset(storage_.data(), kGuardByte, kGuard * sizeof(float));
-        std::memset(storage_.data() + kGuard + n, kGuardByte, kGuard * sizeof(float));
-        for (size_t i = 0; i < n; ++i) storage_[kGuard + i] = kUnwritten;
-    }
-    float *data() { return storage_.data() + kGuard; }
-    const float *data() const { return storage_.data() + kGuard; }
-    float operator[](size_t i) const { return storage_[kGuard + i]; }
-    size_t size() const { return n_; }
-
-    // Checks the guards and adds the contents to the checksum.
-    void finish() {
-        bool intact = true;
-        const auto *bytes = reinterpret_cast<const unsigned char *>(storage_.data());
-        const size_t guard_bytes = kGuard * sizeof(float), tail = (kGuard + n_) * sizeof(float);
-        for (size_t i = 0; i < guard_bytes; ++i) {
-            intact = intact && bytes[i] == kGuardByte && bytes[tail + i] == kGuardByte;
-        }
-        CHECK(intact);
-        hash_bytes(data(), n_ * sizeof(float));
-    }
-
-private:
-    size_t n_;
-    std::vector<float> storage_;
-};
+using namespace kernel_test;
 
 // ---- Comparisons -------------------------------------------------------------
 
 constexpr double kRelTol = 1e-5;
 
 // |got - ref| <= kRelTol * scale[i] + slack (scale: sum of |terms|).
-void expect_close(const Output &got, const std::vector<double> &ref,
+void expect_close(const Output<float> &got, const std::vector<double> &ref,
                   const std::vector<double> &scale, double slack = 0.0) {
     size_t bad = 0;
     for (size_t i = 0; i < ref.size(); ++i) {
@@ -143,7 +59,7 @@ void expect_close(const Output &got, const std::vector<double> &ref,
     CHECK(bad == 0);
 }
 
-void expect_exact(const Output &got, const std::vector<double> &ref) {
+void expect_exact(const Output<float> &got, const std::vector<double> &ref) {
     size_t bad = 0;
     for (size_t i = 0; i < ref.size(); ++i) {
         const float want = float(ref[i]);
@@ -266,7 +182,7 @@ void run_conv_case(Rng &rng, const ConvShape &s, bool with_fd) {
     const auto x = rng.floats(x_size), w = rng.floats(w_size), dy = rng.floats(y_size);
     const auto xd = to_double(x), wd = to_double(w), dyd = to_double(dy);
 
-    Output y(y_size), dx(x_size), dw(w_size);
+    Output<float> y(y_size), dx(x_size), dw(w_size);
     fm::cpu::conv2d_forward(s, x.data(), w.data(), y.data());
     fm::cpu::conv2d_backward_input(s, dy.data(), w.data(), dx.data());
     fm::cpu::conv2d_backward_weight(s, x.data(), dy.data(), dw.data());
@@ -475,7 +391,7 @@ void run_pool_case(Rng &rng, const PoolShape &s, bool ties, bool with_fd) {
     for (auto &v : dy) v = float(rng.range(-8, 8));
     const auto xd = to_double(x), dyd = to_double(dy);
 
-    Output y(y_size), dx(x_size);
+    Output<float> y(y_size), dx(x_size);
     fm::cpu::max_pool2d_forward(s, x.data(), y.data());
     fm::cpu::max_pool2d_backward(s, x.data(), dy.data(), dx.data());
     const auto at = max_pool_argmax_ref(s, xd);
@@ -492,7 +408,7 @@ void run_pool_case(Rng &rng, const PoolShape &s, bool ties, bool with_fd) {
 
     const auto dyr = rng.floats(y_size);  // avg: any values
     const auto dyrd = to_double(dyr);
-    Output ya(y_size), dxa(x_size);
+    Output<float> ya(y_size), dxa(x_size);
     fm::cpu::avg_pool2d_forward(s, x.data(), ya.data());
     fm::cpu::avg_pool2d_backward(s, dyr.data(), dxa.data());
     const Reference yar = avg_pool_forward_ref(s, xd);
