@@ -140,3 +140,32 @@ fn read_idx(path: &PathBuf, magic: u32) -> Result<Idx> {
     bytes.drain(..header);
     Ok(Idx { dims, data: bytes })
 }
+
+impl super::Dataset for MnistSplit {
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+    fn feature_shape(&self) -> Vec<usize> {
+        vec![1, 28, 28]
+    }
+    fn read_into(
+        &self,
+        index: usize,
+        _rng: Option<&mut super::Rng>,
+        out: &mut [f32],
+    ) -> Result<super::Target> {
+        let label = *self
+            .labels
+            .get(index)
+            .ok_or_else(|| super::dataset::index_error("MNIST", index, self.len()))?;
+        super::dataset::check_out("MNIST", out, 784)?;
+        out.copy_from_slice(&self.images[index * 784..(index + 1) * 784]);
+        Ok(super::Target::Class(label))
+    }
+    fn target(&self, index: usize) -> Result<super::Target> {
+        self.labels
+            .get(index)
+            .map(|&l| super::Target::Class(l))
+            .ok_or_else(|| super::dataset::index_error("MNIST", index, self.len()))
+    }
+}
