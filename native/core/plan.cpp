@@ -299,6 +299,10 @@ void Planner::lay_out() {
             ref.storage = Storage::Variable, ref.index = uint32_t(node.slot);
         } else if (node.prim == Prim::Constant) {
             ref.storage = Storage::Constant, ref.index = uint32_t(node.slot);
+        } else if (node.prim == Prim::Group || node.prim == Prim::Assign) {
+            // A token has no data of its own; fetched, it reads as 0.
+            ref.storage = Storage::Scalar, ref.index = uint32_t(plan.scalars.size());
+            plan.scalars.push_back(0.0f);
         } else if (node.prim == Prim::ElementCount) {
             uint32_t mask = axes_mask(node.attrs, shapes[node.inputs[0]].size());
             double count = 1;
