@@ -149,7 +149,10 @@ fn assignments_take_effect_after_every_read_of_the_run() {
     assert_eq!(exec.read_variable("w").unwrap(), [1.0, 2.0, 3.0]);
     // Without the fetch of v the update is done in place; the result is the same rule.
     // A fetched token reads as 0.
-    assert_eq!(exec.run(&[], &[step]).unwrap()[0].to_vec::<f32>().unwrap(), [0.0]);
+    assert_eq!(
+        exec.run(&[], &[step]).unwrap()[0].to_vec::<f32>().unwrap(),
+        [0.0]
+    );
     assert_eq!(exec.read_variable("v").unwrap(), [3.0, 4.0, 5.0]);
     assert_eq!(exec.read_variable("w").unwrap(), [2.0, 3.0, 4.0]);
 }

@@ -101,3 +101,52 @@ fn out_of_memory_is_an_error_and_the_pool_survives() {
         );
     }
 }
+
+#[test]
+fn old_plans_are_dropped_with_their_memory() {
+    use ferrometal::{DType, Graph, Init, Tensor, BATCH};
+    let _serial = serial();
+    // More distinct batch sizes than an executable keeps plans for (16).
+    let device = Device::cpu().unwrap();
+    let g = Graph::new().unwrap();
+    let x = g.placeholder("x", DType::F32, &[BATCH, 32]).unwrap();
+    let mut h = x;
+    for layer in 0..4 {
+        let w = g
+            .variable(
+                &format!("w{layer}"),
+                &[256, if layer == 0 { 32 } else { 256 }],
+                Init::HeUniform { seed: layer },
+            )
+            .unwrap();
+        h = g.relu(g.linear(h, w, None).unwrap()).unwrap();
+    }
+    let mut exec = g.compile(&device).unwrap();
+    let data: Vec<f32> = (0..64 * 32).map(|i| (i as f32 * 0.37).sin()).collect();
+    let full = Tensor::from_slice(&device, &[64, 32], &data).unwrap();
+    let reference = exec.run(&[(x, &full)], &[h]).unwrap()[0]
+        .to_vec::<f32>()
+        .unwrap();
+    let before = device.pool_stats().unwrap().bytes_in_use;
+    for round in 0..2 {
+        for batch in 1..=64usize {
+            let input = Tensor::from_slice(&device, &[batch, 32], &data[..batch * 32]).unwrap();
+            let out = exec.run(&[(x, &input)], &[h]).unwrap()[0]
+                .to_vec::<f32>()
+                .unwrap();
+            assert_eq!(
+                out[..],
+                reference[..batch * 256],
+                "round {round}, batch {batch}"
+            );
+        }
+    }
+    // Keeping all 64 plans would hold about sum(batch) x 256 x 8 floats of
+    // arenas (8.5 MB); at most 16 of the largest are about a third of that.
+    let held = device
+        .pool_stats()
+        .unwrap()
+        .bytes_in_use
+        .saturating_sub(before);
+    assert!(held < 4_000_000, "{held} bytes still held by cached plans");
+}

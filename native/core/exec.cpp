@@ -85,7 +85,10 @@ Exec::Compiled &Exec::compiled(const std::vector<Feed> &feeds, const std::vector
     key.push_back(-2);
     key.insert(key.end(), fetches.begin(), fetches.end());
     auto found = plans_.find(key);
-    if (found != plans_.end()) return *found->second;
+    if (found != plans_.end()) {
+        found->second->last_used = ++use_clock_;
+        return *found->second;
+    }
 
     auto entry = std::make_unique<Compiled>();
     entry->plan = make_plan(*graph_, shapes, fed, fetches);
@@ -96,7 +99,26 @@ Exec::Compiled &Exec::compiled(const std::vector<Feed> &feeds, const std::vector
         device_->iface().transfer.write(device_->ctx(), entry->scalars->data(), 0, entry->plan.scalars.data(),
                                         entry->scalars->nbytes(), nullptr);
     }
-    return *plans_.emplace(std::move(key), std::move(entry)).first->second;
+    entry->last_used = ++use_clock_;
+    Compiled &made = *plans_.emplace(std::move(key), std::move(entry)).first->second;
+    evict_old_plans(made);
+    return made;
+}
+
+void Exec::evict_old_plans(const Compiled &keep) {
+    while (plans_.size() > kMaxPlans) {
+        auto oldest = plans_.end();
+        for (auto it = plans_.begin(); it != plans_.end(); ++it) {
+            if (it->second.get() == &keep) continue;
+            if (oldest == plans_.end() || it->second->last_used < oldest->second->last_used) oldest = it;
+        }
+        if (oldest == plans_.end()) return;
+        if (oldest->second->ctx && device_->iface().exec.release) {
+            device_->iface().exec.release(device_->ctx(), oldest->second->ctx);
+        }
+        if (last_ == oldest->second.get()) last_ = nullptr;
+        plans_.erase(oldest);
+    }
 }
 
 std::vector<std::shared_ptr<Tensor>> Exec::run(const std::vector<Feed> &feeds, const std::vector<uint32_t> &fetches,

@@ -53,7 +53,11 @@ private:
         Plan plan;
         void *ctx = nullptr;
         std::shared_ptr<Buffer> arena, scalars;
+        uint64_t last_used = 0;
     };
+    // Plans kept at most; the least recently used goes first, with its arena.
+    static constexpr size_t kMaxPlans = 16;
+    void evict_old_plans(const Compiled &keep);
     Buffer &variable(int32_t slot);
     Buffer &constant(int32_t slot);
     Buffer &named_variable(const std::string &name, size_t count, const char *argument);
@@ -65,6 +69,7 @@ private:
     std::map<std::vector<int64_t>, std::unique_ptr<Compiled>> plans_;
     const Compiled *last_ = nullptr;
     uint64_t runs_ = 0;
+    uint64_t use_clock_ = 0;
 };
 
 // Fills `out` (count f32 values of `shape`) as `init` says, on the host.
