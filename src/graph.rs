@@ -757,35 +757,22 @@ impl Graph {
     }
     /// Sum over `axes` (all when empty).
     pub fn sum(&self, x: Value<'_>, axes: &[i64], keep_dims: bool) -> Result<Value<'_>> {
-        self.op(
-            sys::FM_OP_SUM,
-            &[x],
-            &Attrs::default().axes(axes).keep_dims(keep_dims),
-        )
+        self.reduce(sys::FM_OP_SUM, x, axes, keep_dims)
     }
     /// Mean over `axes` (all when empty).
     pub fn mean(&self, x: Value<'_>, axes: &[i64], keep_dims: bool) -> Result<Value<'_>> {
-        self.op(
-            sys::FM_OP_MEAN,
-            &[x],
-            &Attrs::default().axes(axes).keep_dims(keep_dims),
-        )
+        self.reduce(sys::FM_OP_MEAN, x, axes, keep_dims)
     }
     /// Maximum over `axes`.
     pub fn max(&self, x: Value<'_>, axes: &[i64], keep_dims: bool) -> Result<Value<'_>> {
-        self.op(
-            sys::FM_OP_MAX,
-            &[x],
-            &Attrs::default().axes(axes).keep_dims(keep_dims),
-        )
+        self.reduce(sys::FM_OP_MAX, x, axes, keep_dims)
     }
     /// Minimum over `axes`.
     pub fn min(&self, x: Value<'_>, axes: &[i64], keep_dims: bool) -> Result<Value<'_>> {
-        self.op(
-            sys::FM_OP_MIN,
-            &[x],
-            &Attrs::default().axes(axes).keep_dims(keep_dims),
-        )
+        self.reduce(sys::FM_OP_MIN, x, axes, keep_dims)
+    }
+    fn reduce(&self, op: Op, x: Value<'_>, axes: &[i64], keep_dims: bool) -> Result<Value<'_>> {
+        self.op(op, &[x], &Attrs::default().axes(axes).keep_dims(keep_dims))
     }
     /// Variance over `axes` with `correction` (0 population, 1 sample).
     pub fn variance(
