@@ -30,7 +30,7 @@ use crate::dtype::{DType, Element};
 use crate::error::{check, Error, Result};
 use crate::handle::OwnedHandle;
 use crate::sys;
-use crate::tensor::Tensor;
+use crate::tensor::{dims, Tensor};
 
 /// A placeholder dim that is fixed only when fed: the batch (dim 0). In a
 /// value's shape it marks a dim equal to the batch.
@@ -488,7 +488,7 @@ impl Graph {
         init: sys::fm_init,
     ) -> Result<Value<'_>> {
         let name = c_name(name)?;
-        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let dims = dims(shape);
         let mut out = 0;
         // SAFETY: NUL-terminated name; dims has rank entries; init.data (if
         // any) holds the whole variable and is copied during the call.
@@ -509,7 +509,7 @@ impl Graph {
     /// A constant holding a copy of `data`.
     pub fn constant<T: Element>(&self, shape: &[usize], data: &[T]) -> Result<Value<'_>> {
         check_count("Graph::constant", shape, data.len())?;
-        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let dims = dims(shape);
         let mut out = 0;
         // SAFETY: data holds the product of the shape elements.
         check(unsafe {

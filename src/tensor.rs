@@ -20,7 +20,8 @@ unsafe impl Send for Tensor {}
 // SAFETY: as above; `&self` methods only read.
 unsafe impl Sync for Tensor {}
 
-fn dims(shape: &[usize]) -> Vec<i64> {
+/// A shape as the C ABI takes it.
+pub(crate) fn dims(shape: &[usize]) -> Vec<i64> {
     shape.iter().map(|&d| d as i64).collect()
 }
 
