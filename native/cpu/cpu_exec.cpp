@@ -39,28 +39,15 @@ public:
     const Bindings &b;
 };
 
-ConvShape conv_shape(const fm_op_attrs &a, const Shape &x, const Shape &w, const Shape &y) {
-    ConvShape s;
-    s.n = x[0], s.c_in = x[1], s.h = x[2], s.w = x[3];
-    s.c_out = w[0], s.kh = w[2], s.kw = w[3];
-    s.stride_h = a.stride[0], s.stride_w = a.stride[1];
-    s.pad_h = a.padding[0], s.pad_w = a.padding[1];
-    s.dilation_h = a.dilation[0], s.dilation_w = a.dilation[1];
-    s.groups = a.groups;
-    s.out_h = y[2], s.out_w = y[3];
-    return s;
-}
-
-PoolShape pool_shape(const fm_op_attrs &a, const Shape &x, const Shape &y) {
-    PoolShape s;
-    s.n = x[0], s.c = x[1], s.h = x[2], s.w = x[3];
-    s.kh = a.kernel_size[0], s.kw = a.kernel_size[1];
-    s.stride_h = a.stride[0], s.stride_w = a.stride[1];
-    s.pad_h = a.padding[0], s.pad_w = a.padding[1];
-    s.dilation_h = a.dilation[0], s.dilation_w = a.dilation[1];
-    s.out_h = y[2], s.out_w = y[3];
-    s.count_include_pad = a.count_include_pad != 0;
-    return s;
+void matmul_step(const Step &s, const float *A, const float *B, float *Y) {
+    MatmulPlan plan = matmul_plan(s);
+    if (!plan.mixed) return matmul(plan.shape, A, B, Y);
+    // Mixed broadcasting of several batch dims: one product per output matrix.
+    for (int64_t i = 0; i < plan.outputs; ++i) {
+        int64_t a_offset, b_offset;
+        matrix_offsets(s, i, &a_offset, &b_offset);
+        matmul(plan.shape, A + a_offset, B + b_offset, Y + i * plan.shape.m * plan.shape.n);
+    }
 }
 
 // x's shape with leading 1s up to `rank`.
@@ -70,66 +57,22 @@ Shape padded(const Shape &shape, size_t rank) {
     return out;
 }
 
-void matmul_step(const fm_op_attrs &a, const Shape &as, const Shape &bs, const Shape &ys, const float *A,
-                 const float *B, float *Y) {
-    size_t rank = ys.size();
-    Shape pa = padded(as, rank), pb = padded(bs, rank);
-    MatmulShape m;
-    m.m = ys[rank - 2], m.n = ys[rank - 1];
-    m.k = a.transpose_a ? as[as.size() - 2] : as[as.size() - 1];
-    m.transpose_a = a.transpose_a, m.transpose_b = a.transpose_b;
-    int64_t a_size = pa[rank - 2] * pa[rank - 1], b_size = pb[rank - 2] * pb[rank - 1];
-    Shape batch(ys.begin(), ys.end() - 2);
-    int64_t a_batch = element_count(Shape(pa.begin(), pa.end() - 2));
-    int64_t b_batch = element_count(Shape(pb.begin(), pb.end() - 2));
-    int64_t batches = element_count(batch);
-    m.c_batch_stride = m.m * m.n;
-    if ((a_batch == batches || a_batch == 1) && (b_batch == batches || b_batch == 1)) {
-        m.batch = batches;
-        m.a_batch_stride = a_batch == 1 ? 0 : a_size;
-        m.b_batch_stride = b_batch == 1 ? 0 : b_size;
-        matmul(m, A, B, Y);
-        return;
-    }
-    // Mixed broadcasting of several batch dims: one product per output matrix.
-    m.batch = 1;
-    for (int64_t i = 0; i < batches; ++i) {
-        int64_t rest = i, a_index = 0, b_index = 0, a_stride = 1, b_stride = 1;
-        for (size_t d = batch.size(); d-- > 0;) {
-            int64_t at = rest % batch[d];
-            rest /= batch[d];
-            if (pa[d] != 1) a_index += at * a_stride;
-            if (pb[d] != 1) b_index += at * b_stride;
-            a_stride *= pa[d];
-            b_stride *= pb[d];
-        }
-        matmul(m, A + a_index * a_size, B + b_index * b_size, Y + i * m.m * m.n);
-    }
-}
-
-void axis_split(const Shape &shape, int axis, int64_t *outer, int64_t *middle, int64_t *inner) {
-    *outer = 1, *inner = 1;
-    for (int i = 0; i < axis; ++i) *outer *= shape[i];
-    *middle = shape[axis];
-    for (size_t i = axis + 1; i < shape.size(); ++i) *inner *= shape[i];
-}
-
 void Runner::kernel(const Step &s) {
     const fm_op_attrs &a = s.attrs;
     const Shape &ys = s.output.shape;
     auto shape = [&](size_t i) -> const Shape & { return s.inputs[i].shape; };
     switch (s.prim) {
-        case Prim::MatMul: return matmul_step(a, shape(0), shape(1), ys, in(s, 0), in(s, 1), out(s));
-        case Prim::Conv2d: return conv2d_forward(conv_shape(a, shape(0), shape(1), ys), in(s, 0), in(s, 1), out(s));
+        case Prim::MatMul: return matmul_step(s, in(s, 0), in(s, 1), out(s));
+        case Prim::Conv2d: return conv2d_forward(conv_shape(s), in(s, 0), in(s, 1), out(s));
         case Prim::Conv2dBackwardInput:
-            return conv2d_backward_input(conv_shape(a, ys, shape(1), shape(0)), in(s, 0), in(s, 1), out(s));
+            return conv2d_backward_input(conv_shape(s), in(s, 0), in(s, 1), out(s));
         case Prim::Conv2dBackwardWeight:
-            return conv2d_backward_weight(conv_shape(a, shape(0), ys, shape(1)), in(s, 0), in(s, 1), out(s));
-        case Prim::MaxPool2d: return max_pool2d_forward(pool_shape(a, shape(0), ys), in(s, 0), out(s));
+            return conv2d_backward_weight(conv_shape(s), in(s, 0), in(s, 1), out(s));
+        case Prim::MaxPool2d: return max_pool2d_forward(pool_shape(s), in(s, 0), out(s));
         case Prim::MaxPool2dBackward:
-            return max_pool2d_backward(pool_shape(a, shape(0), shape(1)), in(s, 0), in(s, 1), out(s));
-        case Prim::AvgPool2d: return avg_pool2d_forward(pool_shape(a, shape(0), ys), in(s, 0), out(s));
-        case Prim::AvgPool2dBackward: return avg_pool2d_backward(pool_shape(a, ys, shape(0)), in(s, 0), out(s));
+            return max_pool2d_backward(pool_shape(s), in(s, 0), in(s, 1), out(s));
+        case Prim::AvgPool2d: return avg_pool2d_forward(pool_shape(s), in(s, 0), out(s));
+        case Prim::AvgPool2dBackward: return avg_pool2d_backward(pool_shape(s), in(s, 0), out(s));
         case Prim::ReduceSum:
         case Prim::ReduceMax:
         case Prim::ReduceMin: {
@@ -187,7 +130,7 @@ void Runner::kernel(const Step &s) {
         case Prim::Softmax:
         case Prim::LogSoftmax: {
             int64_t outer, middle, inner;
-            axis_split(ys, int(a.axes[0]), &outer, &middle, &inner);
+            axis_split(ys.data(), ys.size(), int(a.axes[0]), &outer, &middle, &inner);
             if (s.prim == Prim::Softmax) return softmax(outer, middle, inner, in(s, 0), out(s));
             return log_softmax(outer, middle, inner, in(s, 0), out(s));
         }
@@ -199,12 +142,12 @@ void Runner::kernel(const Step &s) {
         case Prim::Pick: {
             const Shape &x = shape(0);
             int64_t outer, classes, inner;
-            axis_split(x, 1, &outer, &classes, &inner);
+            axis_split(x.data(), x.size(), 1, &outer, &classes, &inner);
             return pick(outer, classes, inner, in(s, 0), in_i32(s, 1), out(s));
         }
         case Prim::PickBackward: {
             int64_t outer, classes, inner;
-            axis_split(ys, 1, &outer, &classes, &inner);
+            axis_split(ys.data(), ys.size(), 1, &outer, &classes, &inner);
             return pick_backward(outer, classes, inner, in(s, 0), in_i32(s, 1), out(s));
         }
         default:

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "elementwise_math.h"
 #include "thread_pool.h"
 
 namespace fm::cpu {
@@ -63,23 +64,6 @@ void gather(const Load &load, const Shape &shape, int64_t begin, int64_t count, 
     }
 }
 
-uint64_t mix(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-float sigmoid(float x) {
-    if (x >= 0) return 1.0f / (1.0f + std::exp(-x));
-    float e = std::exp(x);
-    return e / (1.0f + e);
-}
-
-constexpr float kSqrtHalf = 0.70710678118654752f;
-constexpr float kInvSqrt2Pi = 0.39894228040143268f;
-constexpr float kTanhScale = 0.79788456080286536f;  // sqrt(2 / pi)
-constexpr float kTanhCubic = 0.044715f;
-
 template <class F>
 void unary(float *out, const float *x, int64_t n, F f) {
     for (int64_t i = 0; i < n; ++i) out[i] = f(x[i]);
@@ -94,67 +78,45 @@ void execute(const FusedInstruction &ins, float *out, const float *a, const floa
              int64_t n, int64_t first_index, uint64_t run_index) {
     const float p0 = ins.p0, p1 = ins.p1;
     switch (ins.prim) {
-        case Prim::Neg: return unary(out, a, n, [](float x) { return -x; });
-        case Prim::Abs: return unary(out, a, n, [](float x) { return std::fabs(x); });
-        case Prim::Exp: return unary(out, a, n, [](float x) { return std::exp(x); });
-        case Prim::Log: return unary(out, a, n, [](float x) { return std::log(x); });
-        case Prim::Sqrt: return unary(out, a, n, [](float x) { return std::sqrt(x); });
-        case Prim::Rsqrt: return unary(out, a, n, [](float x) { return 1.0f / std::sqrt(x); });
-        case Prim::Pow: return unary(out, a, n, [p0](float x) { return std::pow(x, p0); });
-        case Prim::Clamp:
-            return unary(out, a, n, [p0, p1](float x) { return x < p0 ? p0 : (x > p1 ? p1 : x); });
-        case Prim::Relu: return unary(out, a, n, [](float x) { return x > 0 ? x : (x == x ? 0.0f : x); });
-        case Prim::LeakyRelu: return unary(out, a, n, [p0](float x) { return x > 0 ? x : p0 * x; });
-        case Prim::Elu: return unary(out, a, n, [p0](float x) { return x > 0 ? x : p0 * std::expm1(x); });
-        case Prim::Sigmoid: return unary(out, a, n, sigmoid);
-        case Prim::Tanh: return unary(out, a, n, [](float x) { return std::tanh(x); });
-        case Prim::Silu: return unary(out, a, n, [](float x) { return x * sigmoid(x); });
-        case Prim::GeluErf:
-            return unary(out, a, n, [](float x) { return 0.5f * x * (1.0f + std::erf(x * kSqrtHalf)); });
-        case Prim::GeluTanh:
-            return unary(out, a, n, [](float x) {
-                return 0.5f * x * (1.0f + std::tanh(kTanhScale * (x + kTanhCubic * x * x * x)));
-            });
-        case Prim::GeluErfDerivative:
-            return unary(out, a, n, [](float x) {
-                return 0.5f * (1.0f + std::erf(x * kSqrtHalf)) + x * kInvSqrt2Pi * std::exp(-0.5f * x * x);
-            });
-        case Prim::GeluTanhDerivative:
-            return unary(out, a, n, [](float x) {
-                float t = std::tanh(kTanhScale * (x + kTanhCubic * x * x * x));
-                return 0.5f * (1.0f + t) +
-                       0.5f * x * (1.0f - t * t) * kTanhScale * (1.0f + 3.0f * kTanhCubic * x * x);
-            });
-        case Prim::Softplus:
-            return unary(out, a, n, [](float x) { return std::fmax(x, 0.0f) + std::log1p(std::exp(-std::fabs(x))); });
-        case Prim::Step: return unary(out, a, n, [](float x) { return x > 0 ? 1.0f : 0.0f; });
-        case Prim::Sign: return unary(out, a, n, [](float x) { return float((x > 0) - (x < 0)); });
-        case Prim::Add: return binary(out, a, b, n, [](float x, float y) { return x + y; });
-        case Prim::Sub: return binary(out, a, b, n, [](float x, float y) { return x - y; });
-        case Prim::Mul: return binary(out, a, b, n, [](float x, float y) { return x * y; });
-        case Prim::Div: return binary(out, a, b, n, [](float x, float y) { return x / y; });
-        case Prim::Maximum:
-            return binary(out, a, b, n, [](float x, float y) { return (x > y || x != x) ? x : y; });
-        case Prim::Minimum:
-            return binary(out, a, b, n, [](float x, float y) { return (x < y || x != x) ? x : y; });
-        case Prim::Equal: return binary(out, a, b, n, [](float x, float y) { return float(x == y); });
-        case Prim::NotEqual: return binary(out, a, b, n, [](float x, float y) { return float(x != y); });
-        case Prim::Less: return binary(out, a, b, n, [](float x, float y) { return float(x < y); });
-        case Prim::LessEqual: return binary(out, a, b, n, [](float x, float y) { return float(x <= y); });
-        case Prim::Greater: return binary(out, a, b, n, [](float x, float y) { return float(x > y); });
-        case Prim::GreaterEqual: return binary(out, a, b, n, [](float x, float y) { return float(x >= y); });
+        case Prim::Neg: return unary(out, a, n, ew::neg);
+        case Prim::Abs: return unary(out, a, n, ew::abs);
+        case Prim::Exp: return unary(out, a, n, ew::exp);
+        case Prim::Log: return unary(out, a, n, ew::log);
+        case Prim::Sqrt: return unary(out, a, n, ew::sqrt);
+        case Prim::Rsqrt: return unary(out, a, n, ew::rsqrt);
+        case Prim::Pow: return unary(out, a, n, [p0](float x) { return ew::pow(x, p0); });
+        case Prim::Clamp: return unary(out, a, n, [p0, p1](float x) { return ew::clamp(x, p0, p1); });
+        case Prim::Relu: return unary(out, a, n, ew::relu);
+        case Prim::LeakyRelu: return unary(out, a, n, [p0](float x) { return ew::leaky_relu(x, p0); });
+        case Prim::Elu: return unary(out, a, n, [p0](float x) { return ew::elu(x, p0); });
+        case Prim::Sigmoid: return unary(out, a, n, ew::sigmoid);
+        case Prim::Tanh: return unary(out, a, n, ew::tanh);
+        case Prim::Silu: return unary(out, a, n, ew::silu);
+        case Prim::GeluErf: return unary(out, a, n, ew::gelu_erf);
+        case Prim::GeluTanh: return unary(out, a, n, ew::gelu_tanh);
+        case Prim::GeluErfDerivative: return unary(out, a, n, ew::gelu_erf_derivative);
+        case Prim::GeluTanhDerivative: return unary(out, a, n, ew::gelu_tanh_derivative);
+        case Prim::Softplus: return unary(out, a, n, ew::softplus);
+        case Prim::Step: return unary(out, a, n, ew::step);
+        case Prim::Sign: return unary(out, a, n, ew::sign);
+        case Prim::Add: return binary(out, a, b, n, ew::add);
+        case Prim::Sub: return binary(out, a, b, n, ew::sub);
+        case Prim::Mul: return binary(out, a, b, n, ew::mul);
+        case Prim::Div: return binary(out, a, b, n, ew::div);
+        case Prim::Maximum: return binary(out, a, b, n, ew::maximum);
+        case Prim::Minimum: return binary(out, a, b, n, ew::minimum);
+        case Prim::Equal: return binary(out, a, b, n, ew::equal);
+        case Prim::NotEqual: return binary(out, a, b, n, ew::not_equal);
+        case Prim::Less: return binary(out, a, b, n, ew::less);
+        case Prim::LessEqual: return binary(out, a, b, n, ew::less_equal);
+        case Prim::Greater: return binary(out, a, b, n, ew::greater);
+        case Prim::GreaterEqual: return binary(out, a, b, n, ew::greater_equal);
         case Prim::Where:
-            for (int64_t i = 0; i < n; ++i) out[i] = a[i] != 0.0f ? b[i] : c[i];
+            for (int64_t i = 0; i < n; ++i) out[i] = ew::where(a[i], b[i], c[i]);
             return;
         case Prim::DropoutMask: {
-            // Keep with probability 1 - p, decided by a hash of (seed, run,
-            // element), so the mask is the same for any thread count.
-            float scale = 1.0f / (1.0f - p0);
-            uint64_t base = mix(ins.seed ^ mix(run_index + 0x632be59bd9b4e019ull));
-            for (int64_t i = 0; i < n; ++i) {
-                double u = double(mix(base ^ uint64_t(first_index + i)) >> 11) * 0x1.0p-53;
-                out[i] = u >= double(p0) ? scale : 0.0f;
-            }
+            uint64_t base = ew::dropout_base(ins.seed, run_index);
+            for (int64_t i = 0; i < n; ++i) out[i] = ew::dropout_mask(base, uint64_t(first_index + i), p0);
             return;
         }
         default:

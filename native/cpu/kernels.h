@@ -10,48 +10,27 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernel_shapes.h"
+
 namespace fm::cpu {
+
+// The shape structs are the core's (kernel_shapes.h), shared with the GPU backends.
+using fm::ConvShape;
+using fm::MatmulShape;
+using fm::PoolShape;
 
 // ---- Matrix multiplication ------------------------------------------------
 
-// For b in [0, batch): C[b] (m x n) = op(A[b]) * op(B[b]), where op(A) is A
-// (stored m x k) or, with transpose_a, A stored k x m and transposed; the
-// same for B (k x n, or n x k with transpose_b). A batch stride of 0
-// broadcasts one matrix over the batch.
-struct MatmulShape {
-    int64_t batch = 1, m = 0, n = 0, k = 0;
-    bool transpose_a = false, transpose_b = false;
-    int64_t a_batch_stride = 0, b_batch_stride = 0, c_batch_stride = 0;  // in elements
-};
 void matmul(const MatmulShape &shape, const float *a, const float *b, float *c);
 
 // ---- Convolution and pooling (NCHW) ---------------------------------------
 
-// x: [n, c_in, h, w]; weight: [c_out, c_in / groups, kh, kw];
-// y: [n, c_out, out_h, out_w] with out = (in + 2*pad - dil*(k-1) - 1) / stride + 1.
-struct ConvShape {
-    int64_t n = 0, c_in = 0, h = 0, w = 0;
-    int64_t c_out = 0, kh = 0, kw = 0;
-    int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dilation_h = 1, dilation_w = 1;
-    int64_t groups = 1;
-    int64_t out_h = 0, out_w = 0;
-};
 void conv2d_forward(const ConvShape &s, const float *x, const float *weight, float *y);
 // dx = d(loss)/dx given dy; also the forward pass of conv_transpose2d.
 void conv2d_backward_input(const ConvShape &s, const float *dy, const float *weight, float *dx);
 // dweight = d(loss)/dweight given x and dy.
 void conv2d_backward_weight(const ConvShape &s, const float *x, const float *dy, float *dweight);
 
-// x: [n, c, h, w] -> y: [n, c, out_h, out_w]. Padding never wins a max
-// (it counts as -inf); for average pooling `count_include_pad` chooses the
-// divisor (PyTorch's default: true).
-struct PoolShape {
-    int64_t n = 0, c = 0, h = 0, w = 0;
-    int64_t kh = 1, kw = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
-    int64_t dilation_h = 1, dilation_w = 1;
-    int64_t out_h = 0, out_w = 0;
-    bool count_include_pad = true;
-};
 void max_pool2d_forward(const PoolShape &s, const float *x, float *y);
 // The gradient of each window goes to its first maximum (row-major), as in PyTorch.
 void max_pool2d_backward(const PoolShape &s, const float *x, const float *dy, float *dx);

@@ -35,51 +35,6 @@ void for_each_plane(const char *what, const PoolShape &s, Body body) {
     });
 }
 
-// The first maximum of a window in row-major order, or -1 if the window
-// holds only padding.
-int64_t window_argmax(const PoolShape &s, const float *plane, int64_t oy, int64_t ox) {
-    int64_t best = -1;
-    float value = -std::numeric_limits<float>::infinity();
-    for (int64_t ki = 0; ki < s.kh; ++ki) {
-        int64_t iy = oy * s.stride_h - s.pad_h + ki * s.dilation_h;
-        if (iy < 0 || iy >= s.h) continue;
-        for (int64_t kj = 0; kj < s.kw; ++kj) {
-            int64_t ix = ox * s.stride_w - s.pad_w + kj * s.dilation_w;
-            if (ix < 0 || ix >= s.w) continue;
-            float v = plane[iy * s.w + ix];
-            if (best < 0 || v > value || (v != v && value == value)) {
-                best = iy * s.w + ix;
-                value = v;
-            }
-        }
-    }
-    return best;
-}
-
-// One axis of an average window: the taps k in [lo, hi) land inside the
-// input, at first + k * step; `padded` taps land inside the padded input.
-struct Taps {
-    int64_t lo, hi, first, step, padded;
-};
-
-Taps average_taps(int64_t o, int64_t stride, int64_t pad, int64_t dilation, int64_t k, int64_t size) {
-    const int64_t first = o * stride - pad;
-    // Taps t with 0 <= first + t * dilation < limit, for t in [0, k).
-    const auto below = [&](int64_t limit) {
-        return limit - first <= 0 ? 0 : std::min(k, (limit - first + dilation - 1) / dilation);
-    };
-    const int64_t lo = first >= 0 ? 0 : std::min(k, (-first + dilation - 1) / dilation);
-    return {lo, std::max(lo, below(size)), first, dilation, std::max(lo, below(size + pad))};
-}
-
-// The divisor PyTorch uses: taps inside the padded input (all of them for
-// the documented out_h / out_w), or inside the input only. A window with
-// no tap inside gets 1, so it averages to 0 rather than NaN.
-int64_t average_divisor(const PoolShape &s, const Taps &ty, const Taps &tx) {
-    const int64_t d = s.count_include_pad ? ty.padded * tx.padded : (ty.hi - ty.lo) * (tx.hi - tx.lo);
-    return std::max<int64_t>(1, d);
-}
-
 }  // namespace
 
 void max_pool2d_forward(const PoolShape &s, const float *x, float *y) {
