@@ -67,6 +67,13 @@ struct TransferIface {
     // Writes `count` copies of the `pattern_bytes`-byte `pattern` (1, 2 or 4).
     void (*fill)(void *device_ctx, void *dst, size_t dst_offset, size_t count, const void *pattern,
                  size_t pattern_bytes, void *stream_ctx) = nullptr;
+    // Optional: a write queued in the order of the device's internal queue
+    // (where plans run without a stream), returning without waiting; `src`
+    // may be reused at once. Later work on that queue, and every synchronous
+    // transfer, sees it. Used for small writes between training steps (a
+    // learning rate), so that they do not wait for the step in flight.
+    // Default: write(..., nullptr).
+    void (*write_queued)(void *device_ctx, void *dst, size_t dst_offset, const void *src, size_t bytes) = nullptr;
 };
 
 // Device pointers for every storage a plan refers to (see plan.h).
@@ -81,13 +88,21 @@ struct Bindings {
 };
 
 // Running plans. A backend that cannot run some step must say so from
-// compile (FM_ERR_UNSUPPORTED naming the op), never from run.
+// compile (FM_ERR_UNSUPPORTED naming the op), never from run. With a null
+// stream_ctx, run may return before the work completes if the work is
+// queued where every later synchronous transfer waits for it (CUDA's
+// internal stream); the feeds must have been consumed by the time it
+// returns, so callers may overwrite them.
 struct ExecIface {
     // Optional: prepares backend state for `plan` (null when nothing is needed).
     void *(*compile)(void *device_ctx, const Plan &plan) = nullptr;
     void (*run)(void *device_ctx, void *exec_ctx, const Plan &plan, const Bindings &bindings,
                 void *stream_ctx) = nullptr;
     void (*release)(void *device_ctx, void *exec_ctx) = nullptr;  // optional
+    // Optional: waits for the executable's runs so far and throws the data
+    // error (an index out of range) one of them found. Backends that report
+    // such errors from run itself leave it null.
+    void (*check)(void *device_ctx, void *exec_ctx) = nullptr;
 };
 
 struct DeviceIface {

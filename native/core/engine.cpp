@@ -255,6 +255,7 @@ float Trainer::step(const std::shared_ptr<Tensor> &inputs, const std::shared_ptr
     float loss = 0;
     const Buffer &buffer = *out[0]->buffer;
     exec_->device()->iface().transfer.read(exec_->device()->ctx(), buffer.data(), 0, &loss, sizeof loss, nullptr);
+    exec_->check_errors();
     if (!std::isfinite(loss)) {
         fail(FM_ERR_NUMERICAL, "the loss of step ", steps_, " is ", loss,
              " (lower the learning rate, or check the inputs for NaN/Inf)");
@@ -270,6 +271,7 @@ void Trainer::evaluate(const std::shared_ptr<Tensor> &inputs, const std::shared_
     auto out = exec_->run({{model_.input, inputs}, {labels_, labels}}, fetches, nullptr);
     const Device &device = *exec_->device();
     device.iface().transfer.read(device.ctx(), out[0]->buffer->data(), 0, loss, sizeof *loss, nullptr);
+    exec_->check_errors();
     *correct = 0;
     if (classification_) {
         size_t n = out[1]->buffer->count();

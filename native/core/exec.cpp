@@ -183,11 +183,18 @@ std::vector<std::shared_ptr<Tensor>> Exec::run(const std::vector<Feed> &feeds, c
     for (const Feed &feed : feeds) {
         bindings.feeds[graph_->node(feed.placeholder).slot] = feed.tensor->buffer->data();
     }
+    // Output buffers are reused once the caller has let go of the last
+    // run's tensors (a training loop's loss), so a step allocates nothing.
     std::vector<std::shared_ptr<Tensor>> outputs;
-    for (const TensorRef &out : plan.outputs) {
-        auto buffer = std::make_shared<Buffer>(device_, out.dtype, size_t(element_count(out.shape)));
-        bindings.outputs.push_back(buffer->data());
-        outputs.push_back(std::make_shared<Tensor>(std::move(buffer), out.shape));
+    entry.outputs.resize(plan.outputs.size());
+    for (size_t i = 0; i < plan.outputs.size(); ++i) {
+        const TensorRef &out = plan.outputs[i];
+        std::shared_ptr<Buffer> &cached = entry.outputs[i];
+        if (!cached || cached.use_count() > 1) {
+            cached = std::make_shared<Buffer>(device_, out.dtype, size_t(element_count(out.shape)));
+        }
+        bindings.outputs.push_back(cached->data());
+        outputs.push_back(std::make_shared<Tensor>(cached, out.shape));
     }
     device_->iface().exec.run(device_->ctx(), entry.ctx, plan, bindings, stream ? stream->ctx() : nullptr);
     if (stream) {
@@ -241,7 +248,17 @@ void Exec::write_variable(const std::string &name, const void *src, size_t count
     Buffer &buffer = named_variable(name, count, "count");
     if (count == 0) return;
     if (src == nullptr) fail(FM_ERR_INVALID_ARGUMENT, "argument 'src' is NULL");
-    device_->iface().transfer.write(device_->ctx(), buffer.data(), 0, src, buffer.nbytes(), nullptr);
+    // In queue order where the backend can: a learning rate set between
+    // steps need not wait for the step in flight.
+    const TransferIface &transfer = device_->iface().transfer;
+    if (transfer.write_queued) return transfer.write_queued(device_->ctx(), buffer.data(), 0, src, buffer.nbytes());
+    transfer.write(device_->ctx(), buffer.data(), 0, src, buffer.nbytes(), nullptr);
+}
+
+void Exec::check_errors() {
+    std::lock_guard<std::mutex> lock(graph_->mutex());
+    if (!last_ || !device_->iface().exec.check || !last_->ctx) return;
+    device_->iface().exec.check(device_->ctx(), last_->ctx);
 }
 
 void Exec::planned_memory(uint64_t *peak, uint64_t *unshared) const {

@@ -45,6 +45,9 @@ public:
     void read_variable(const std::string &name, void *dst, size_t count);
     void write_variable(const std::string &name, const void *src, size_t count);
     void planned_memory(uint64_t *peak, uint64_t *unshared) const;
+    // Waits for the last run and throws a data error it found on the device
+    // (backends that check while running have nothing to add).
+    void check_errors();
     uint64_t run_count() const { return runs_; }
     void set_run_count(uint64_t count) { runs_ = count; }
 
@@ -53,6 +56,7 @@ private:
         Plan plan;
         void *ctx = nullptr;
         std::shared_ptr<Buffer> arena, scalars;
+        std::vector<std::shared_ptr<Buffer>> outputs;  // of the last run, reused when released
         uint64_t last_used = 0;
     };
     // Plans kept at most; the least recently used goes first, with its arena.

@@ -86,12 +86,15 @@ private:
 };
 
 struct Stream;
+struct DeviceExec;  // cuda_exec.cu: what the plans of a device share
 
 struct Context {
     int index = 0;
-    // Work that has no stream of the caller's: allocations and synchronous
-    // transfers.
+    // Work that has no stream of the caller's: synchronous transfers, and
+    // plans run without a stream.
     cudaStream_t internal = nullptr;
+    // Allocations only, so that waiting for one never waits for queued work.
+    cudaStream_t allocation = nullptr;
     ErrorSlot internal_errors;
     cudaMemPool_t pool = nullptr;
     StagingCache staging;
@@ -102,6 +105,9 @@ struct Context {
 
     std::mutex streams_mutex;
     std::set<Stream *> streams;  // so device_synchronize can report their errors
+
+    std::mutex exec_mutex;  // creates `exec`
+    DeviceExec *exec = nullptr;
 };
 
 struct Stream {
@@ -145,6 +151,14 @@ void transfer_copy(void *device_ctx, void *dst, size_t dst_offset, const void *s
                    size_t src_offset, size_t bytes, void *stream_ctx);
 void transfer_fill(void *device_ctx, void *dst, size_t dst_offset, size_t count,
                    const void *pattern, size_t pattern_bytes, void *stream_ctx);
+void transfer_write_queued(void *device_ctx, void *dst, size_t dst_offset, const void *src, size_t bytes);
+
+void *exec_compile(void *device_ctx, const Plan &plan);
+void exec_run(void *device_ctx, void *exec_ctx, const Plan &plan, const Bindings &bindings, void *stream_ctx);
+void exec_release(void *device_ctx, void *exec_ctx);
+void exec_check(void *device_ctx, void *exec_ctx);
+// Frees what device_exec() created; the device must be idle.
+void release_exec(Context &ctx) noexcept;
 
 }  // namespace cuda
 }  // namespace fm

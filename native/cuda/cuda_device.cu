@@ -1,6 +1,5 @@
-// The CUDA backend, level 1: registration, devices, and the context that the
-// memory, stream and transfer files share. Graph execution (ExecIface) is
-// not implemented yet; the core reports FM_ERR_UNSUPPORTED for it.
+// The CUDA backend: registration, devices, and the context that the memory,
+// stream, transfer and execution files share.
 #include <cstdio>
 #include <memory>
 
@@ -37,7 +36,9 @@ void destroy_context(Context *ctx) noexcept {
         cudaDeviceSynchronize();
     }
     ctx->staging.free_all();
+    release_exec(*ctx);
     if (ctx->internal) cudaStreamDestroy(ctx->internal);
+    if (ctx->allocation) cudaStreamDestroy(ctx->allocation);
     // Buffers are all freed by now; the driver defers the pool's release
     // until outstanding frees complete anyway.
     if (ctx->pool) cudaMemPoolDestroy(ctx->pool);
@@ -59,6 +60,8 @@ void *device_open(size_t index) {
     }
     // Non-blocking: the legacy default stream must not serialize with it.
     check(cudaStreamCreateWithFlags(&ctx->internal, cudaStreamNonBlocking),
+          "cudaStreamCreateWithFlags");
+    check(cudaStreamCreateWithFlags(&ctx->allocation, cudaStreamNonBlocking),
           "cudaStreamCreateWithFlags");
     ctx->pool = create_pool(ctx->index);
     return ctx.release();
@@ -99,6 +102,11 @@ BackendReg make_cuda_reg() {
     reg.iface.transfer.read = transfer_read;
     reg.iface.transfer.copy = transfer_copy;
     reg.iface.transfer.fill = transfer_fill;
+    reg.iface.transfer.write_queued = transfer_write_queued;
+    reg.iface.exec.compile = exec_compile;
+    reg.iface.exec.run = exec_run;
+    reg.iface.exec.release = exec_release;
+    reg.iface.exec.check = exec_check;
     return reg;
 }
 

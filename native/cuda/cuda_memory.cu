@@ -24,7 +24,7 @@ void *try_alloc(Context &ctx, size_t bytes) {
     std::lock_guard<std::mutex> lock(ctx.pool_mutex);
     uint64_t reserved_before = pool_attribute(ctx.pool, cudaMemPoolAttrReservedMemCurrent);
     void *ptr = nullptr;
-    cudaError_t err = cudaMallocFromPoolAsync(&ptr, bytes, ctx.pool, ctx.internal);
+    cudaError_t err = cudaMallocFromPoolAsync(&ptr, bytes, ctx.pool, ctx.allocation);
     if (err == cudaErrorMemoryAllocation) {
         cudaGetLastError();  // out of memory is an answer, not a failure
         return nullptr;
@@ -54,7 +54,7 @@ cudaMemPool_t create_pool(int index) {
     // releases it on request.
     uint64_t threshold = UINT64_MAX;
     cudaError_t err = cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold);
-    // Allocation waits on the internal stream; reusing a block freed on a
+    // Allocation waits on its own stream; reusing a block freed on a
     // busy stream would make that wait include the busy stream's queued
     // work (a whole training step). Growing the pool instead is cheaper.
     int no_internal_dependencies = 0;
@@ -79,11 +79,12 @@ void *pool_alloc(void *device_ctx, size_t bytes) {
         ptr = try_alloc(ctx, bytes);
         if (ptr == nullptr) return nullptr;
     }
-    // The allocation is ordered on the internal stream only; once that
+    // The allocation is ordered on the allocation stream only; once that
     // stream has passed it, any stream may use the memory without an event.
-    cudaError_t err = cudaStreamSynchronize(ctx.internal);
+    // Nothing else is queued there, so this wait is short.
+    cudaError_t err = cudaStreamSynchronize(ctx.allocation);
     if (err != cudaSuccess) {
-        cudaFreeAsync(ptr, ctx.internal);
+        cudaFreeAsync(ptr, ctx.allocation);
         fail_cuda(err, "cudaStreamSynchronize");
     }
     return ptr;

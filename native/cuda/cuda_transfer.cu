@@ -215,5 +215,30 @@ void transfer_fill(void *device_ctx, void *dst, size_t dst_offset, size_t count,
     if (!stream_ctx) synchronize_queue(ctx, nullptr);
 }
 
+namespace {
+
+// Small writes travel inside the kernel's parameters: no staging block, no
+// host callback, nothing to wait for.
+constexpr size_t kInlineBytes = 1024;
+struct InlinePayload {
+    unsigned char bytes[kInlineBytes];
+};
+
+__global__ void write_inline_kernel(unsigned char *dst, InlinePayload payload, size_t bytes) {
+    for (size_t i = threadIdx.x; i < bytes; i += blockDim.x) dst[i] = payload.bytes[i];
+}
+
+}  // namespace
+
+void transfer_write_queued(void *device_ctx, void *dst, size_t dst_offset, const void *src, size_t bytes) {
+    if (bytes > kInlineBytes) return transfer_write(device_ctx, dst, dst_offset, src, bytes, nullptr);
+    Context &ctx = context(device_ctx);
+    activate(ctx);
+    InlinePayload payload;
+    std::memcpy(payload.bytes, src, bytes);
+    write_inline_kernel<<<1, 128, 0, ctx.internal>>>(static_cast<unsigned char *>(dst) + dst_offset, payload, bytes);
+    check(cudaGetLastError(), "write_inline_kernel launch");
+}
+
 }  // namespace cuda
 }  // namespace fm

@@ -1,0 +1,296 @@
+// The fused elementwise interpreter on the GPU. A planner group becomes a
+// small program (loads, instructions over registers, stores) that each
+// block copies into shared memory; every thread then runs the whole program
+// for its elements, so a chain of elementwise ops reads and writes memory
+// once. The formulas are the core's (elementwise_math.h), shared with the CPU.
+//
+// Registers are renumbered by liveness when the program is built, and each
+// load happens just before its first use, so a long chain (an optimizer
+// update) needs only a few live registers. All loads precede all stores, as
+// on the CPU, so a group that updates a variable in place reads it first.
+#include <algorithm>
+#include <cstring>
+
+#include "cuda_check.h"
+#include "cuda_kernels.h"
+#include "elementwise_math.h"
+#include "error.h"
+
+namespace fm {
+namespace cuda {
+
+namespace {
+
+// Programs live in shared memory, which a launch gets up to 48 KiB of
+// without opting in.
+constexpr size_t kMaxProgramBytes = size_t(48) << 10;
+
+enum LoadMode : int32_t { kContiguous = 0, kScalar = 1, kStrided = 2 };
+enum OpKind : int32_t { kLoad = 0, kCompute = 1 };
+
+// The device image: a header, then `ops` Op records, then `stores` Store
+// records, then `loads` Load records. All 8-byte aligned.
+struct Header {
+    int32_t rank, ops, stores, loads;
+    int64_t dense[FM_MAX_RANK];  // dense strides of the group's shape
+    int64_t shape[FM_MAX_RANK];
+};
+struct Op {
+    int32_t kind, prim, dst, a, b, c;  // for a load, `a` is the load index
+    float p0, p1;
+    uint64_t seed;
+};
+struct Store {
+    float *ptr;
+    int32_t reg, pad;
+};
+struct Load {
+    const float *ptr;
+    int32_t mode, pad;
+    int64_t strides[FM_MAX_RANK];
+};
+
+// The program in execution order with virtual registers (loads first by
+// index, then instructions), and the physical register of each.
+struct Schedule {
+    std::vector<Op> ops;
+    std::vector<int32_t> physical;  // by virtual register
+    int32_t registers = 0;
+};
+
+Schedule schedule(const Fused &fused) {
+    const int32_t loads = int32_t(fused.loads.size());
+    const int32_t virtuals = loads + int32_t(fused.code.size());
+    Schedule s;
+    std::vector<bool> loaded(size_t(loads), false);
+    for (size_t k = 0; k < fused.code.size(); ++k) {
+        const FusedInstruction &ins = fused.code[k];
+        for (int32_t operand : {ins.a, ins.b, ins.c}) {
+            if (operand >= 0 && operand < loads && !loaded[size_t(operand)]) {
+                loaded[size_t(operand)] = true;
+                s.ops.push_back(Op{kLoad, 0, operand, operand, -1, -1, 0, 0, 0});
+            }
+        }
+        s.ops.push_back(Op{kCompute, int32_t(ins.prim), loads + int32_t(k), ins.a, ins.b, ins.c, ins.p0, ins.p1,
+                           ins.seed});
+    }
+    for (const auto &store : fused.stores) {  // a stored load (never emitted by the planner, but cheap)
+        if (store.first < loads && !loaded[size_t(store.first)]) {
+            loaded[size_t(store.first)] = true;
+            s.ops.push_back(Op{kLoad, 0, store.first, store.first, -1, -1, 0, 0, 0});
+        }
+    }
+    // Last op reading each virtual register; stored ones live to the end.
+    std::vector<int64_t> last_use(size_t(virtuals), -1);
+    for (size_t i = 0; i < s.ops.size(); ++i) {
+        if (s.ops[i].kind != kCompute) continue;
+        for (int32_t operand : {s.ops[i].a, s.ops[i].b, s.ops[i].c}) {
+            if (operand >= 0) last_use[size_t(operand)] = int64_t(i);
+        }
+    }
+    for (const auto &store : fused.stores) last_use[size_t(store.first)] = int64_t(s.ops.size());
+    // Linear scan: a register is free again after its value's last use.
+    s.physical.assign(size_t(virtuals), -1);
+    std::vector<int32_t> free_list;
+    std::vector<std::vector<int32_t>> expiring(s.ops.size() + 1);
+    for (size_t i = 0; i < s.ops.size(); ++i) {
+        Op &op = s.ops[i];
+        int32_t reg;
+        if (!free_list.empty()) {
+            reg = free_list.back();
+            free_list.pop_back();
+        } else {
+            reg = s.registers++;
+        }
+        s.physical[size_t(op.dst)] = reg;
+        int64_t last = last_use[size_t(op.dst)];
+        // A value nobody reads is dead at once (its register is reused next op).
+        expiring[size_t(last < int64_t(i) ? int64_t(i) : last)].push_back(reg);
+        for (int32_t r : expiring[i]) free_list.push_back(r);
+    }
+    return s;
+}
+
+__device__ float compute(const Op &op, const float *r, int64_t index, uint64_t run_index) {
+    const float x = op.a >= 0 ? r[op.a] : 0.0f;
+    const float y = op.b >= 0 ? r[op.b] : 0.0f;
+    switch (Prim(op.prim)) {
+        case Prim::Neg: return ew::neg(x);
+        case Prim::Abs: return ew::abs(x);
+        case Prim::Exp: return ew::exp(x);
+        case Prim::Log: return ew::log(x);
+        case Prim::Sqrt: return ew::sqrt(x);
+        case Prim::Rsqrt: return ew::rsqrt(x);
+        case Prim::Pow: return ew::pow(x, op.p0);
+        case Prim::Clamp: return ew::clamp(x, op.p0, op.p1);
+        case Prim::Relu: return ew::relu(x);
+        case Prim::LeakyRelu: return ew::leaky_relu(x, op.p0);
+        case Prim::Elu: return ew::elu(x, op.p0);
+        case Prim::Sigmoid: return ew::sigmoid(x);
+        case Prim::Tanh: return ew::tanh(x);
+        case Prim::Silu: return ew::silu(x);
+        case Prim::GeluErf: return ew::gelu_erf(x);
+        case Prim::GeluTanh: return ew::gelu_tanh(x);
+        case Prim::GeluErfDerivative: return ew::gelu_erf_derivative(x);
+        case Prim::GeluTanhDerivative: return ew::gelu_tanh_derivative(x);
+        case Prim::Softplus: return ew::softplus(x);
+        case Prim::Step: return ew::step(x);
+        case Prim::Sign: return ew::sign(x);
+        case Prim::Add: return ew::add(x, y);
+        case Prim::Sub: return ew::sub(x, y);
+        case Prim::Mul: return ew::mul(x, y);
+        case Prim::Div: return ew::div(x, y);
+        case Prim::Maximum: return ew::maximum(x, y);
+        case Prim::Minimum: return ew::minimum(x, y);
+        case Prim::Equal: return ew::equal(x, y);
+        case Prim::NotEqual: return ew::not_equal(x, y);
+        case Prim::Less: return ew::less(x, y);
+        case Prim::LessEqual: return ew::less_equal(x, y);
+        case Prim::Greater: return ew::greater(x, y);
+        case Prim::GreaterEqual: return ew::greater_equal(x, y);
+        case Prim::Where: return ew::where(x, y, r[op.c]);
+        case Prim::DropoutMask:
+            return ew::dropout_mask(ew::dropout_base(op.seed, run_index), uint64_t(index), op.p0);
+        default: return 0.0f;  // check_fused refused it
+    }
+}
+
+__global__ void fused_kernel(const unsigned char *program, int program_bytes, int64_t elements,
+                             const int32_t *abort, const uint64_t *run_index_ptr) {
+    if (abort && *abort) return;
+    extern __shared__ __align__(16) unsigned char image[];
+    for (int at = threadIdx.x * 8; at < program_bytes; at += blockDim.x * 8) {
+        *reinterpret_cast<uint64_t *>(image + at) = *reinterpret_cast<const uint64_t *>(program + at);
+    }
+    __syncthreads();
+    const Header &h = *reinterpret_cast<const Header *>(image);
+    const Op *ops = reinterpret_cast<const Op *>(image + sizeof(Header));
+    const Store *stores = reinterpret_cast<const Store *>(ops + h.ops);
+    const Load *loads = reinterpret_cast<const Load *>(stores + h.stores);
+    const uint64_t run_index = run_index_ptr ? *run_index_ptr : 0;
+    float r[kFusedRegisters];
+    const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < elements; i += stride) {
+        for (int32_t k = 0; k < h.ops; ++k) {
+            const Op &op = ops[k];
+            if (op.kind == kLoad) {
+                const Load &load = loads[op.a];
+                int64_t offset = 0;
+                if (load.mode == kContiguous) {
+                    offset = i;
+                } else if (load.mode == kStrided) {
+                    for (int d = 0; d < h.rank; ++d) offset += (i / h.dense[d] % h.shape[d]) * load.strides[d];
+                }
+                r[op.dst] = load.ptr[offset];
+            } else {
+                r[op.dst] = compute(op, r, i, run_index);
+            }
+        }
+        for (int32_t s = 0; s < h.stores; ++s) stores[s].ptr[i] = r[stores[s].reg];
+    }
+}
+
+bool supported(Prim prim) {
+    return prim_is_elementwise(prim) || prim == Prim::DropoutMask;
+}
+
+}  // namespace
+
+void check_fused(const Fused &fused, const char *origin) {
+    for (const FusedInstruction &ins : fused.code) {
+        if (!supported(ins.prim)) {
+            fail(FM_ERR_UNSUPPORTED, origin, ": the CUDA backend cannot fuse ", prim_name(ins.prim));
+        }
+    }
+    if (fused.shape.size() > FM_MAX_RANK) fail(FM_ERR_UNSUPPORTED, origin, ": rank above FM_MAX_RANK");
+    Schedule s = schedule(fused);
+    size_t bytes = sizeof(Header) + s.ops.size() * sizeof(Op) + fused.stores.size() * sizeof(Store) +
+                   fused.loads.size() * sizeof(Load);
+    if (bytes > kMaxProgramBytes) {
+        fail(FM_ERR_UNSUPPORTED, origin, ": a fused group of ", fused.code.size(), " ops is too long for the CUDA interpreter");
+    }
+    if (s.registers > kFusedRegisters) {
+        fail(FM_ERR_UNSUPPORTED, origin, ": a fused group of ", fused.code.size(), " ops needs ", s.registers,
+             " live values; the CUDA interpreter has ", kFusedRegisters);
+    }
+}
+
+FusedProgram build_fused(const Fused &fused, const std::vector<const float *> &load_ptrs,
+                         const std::vector<float *> &store_ptrs, bool writes_variables) {
+    Schedule s = schedule(fused);
+    const int64_t total = element_count(fused.shape);
+    Header h{};
+    h.rank = int32_t(fused.shape.size());
+    h.ops = int32_t(s.ops.size());
+    h.stores = int32_t(fused.stores.size());
+    h.loads = int32_t(fused.loads.size());
+    int64_t dense = 1;
+    for (int d = h.rank - 1; d >= 0; --d) {
+        h.shape[d] = fused.shape[size_t(d)];
+        h.dense[d] = dense;
+        dense *= fused.shape[size_t(d)];
+    }
+    for (Op &op : s.ops) {
+        op.dst = s.physical[size_t(op.dst)];
+        if (op.kind == kCompute) {
+            for (int32_t *operand : {&op.a, &op.b, &op.c}) {
+                if (*operand >= 0) *operand = s.physical[size_t(*operand)];
+            }
+        }
+    }
+    std::vector<Store> stores;
+    for (size_t i = 0; i < fused.stores.size(); ++i) {
+        stores.push_back(Store{store_ptrs[i], s.physical[size_t(fused.stores[i].first)], 0});
+    }
+    std::vector<Load> loads;
+    for (size_t i = 0; i < fused.loads.size(); ++i) {
+        const Shape &in = fused.loads[i].shape;
+        Load load{};
+        load.ptr = load_ptrs[i];
+        int64_t count = element_count(in);
+        if (count == 1) {
+            load.mode = kScalar;
+        } else if (count == total) {
+            load.mode = kContiguous;  // same elements, so the same layout
+        } else {
+            load.mode = kStrided;
+            int64_t stride = 1;
+            for (size_t k = in.size(); k-- > 0;) {
+                size_t o = k + fused.shape.size() - in.size();
+                load.strides[o] = in[k] == 1 ? 0 : stride;
+                stride *= in[k];
+            }
+        }
+        loads.push_back(load);
+    }
+    FusedProgram program;
+    program.elements = total;
+    program.writes_variables = writes_variables;
+    auto append = [&](const void *data, size_t bytes) {
+        const auto *p = static_cast<const unsigned char *>(data);
+        program.bytes.insert(program.bytes.end(), p, p + bytes);
+    };
+    append(&h, sizeof h);
+    append(s.ops.data(), s.ops.size() * sizeof(Op));
+    append(stores.data(), stores.size() * sizeof(Store));
+    append(loads.data(), loads.size() * sizeof(Load));
+    program.bytes.resize((program.bytes.size() + 15) / 16 * 16, 0);
+    return program;
+}
+
+void launch_fused(const KernelContext &k, const void *program, size_t program_bytes, int64_t elements,
+                  bool guarded, const uint64_t *run_index) {
+    if (elements == 0) return;
+    fused_kernel<<<blocks_for(elements, k), kThreads, program_bytes, k.stream>>>(
+        static_cast<const unsigned char *>(program), int(program_bytes), elements, guarded ? k.abort : nullptr,
+        run_index);
+    check_launch("fused elementwise kernel");
+}
+
+void check_launch(const char *kernel) {
+    cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) fail_cuda(err, kernel);
+}
+
+}  // namespace cuda
+}  // namespace fm

@@ -1,0 +1,603 @@
+// Running plans on a CUDA device (ExecIface).
+//
+// A compiled plan owns fixed device memory for its feeds and fetched
+// outputs, so that every address its kernels touch is the same from run to
+// run. The first run captures the whole plan (forward, backward, optimizer)
+// into one CUDA graph; later runs copy the feeds in, replay the graph, and
+// copy the outputs out: one submission per step and no host
+// synchronisation. With a null stream the work goes on the device's
+// internal stream, where every later synchronous transfer (reading a
+// loss) waits for it. FERROMETAL_CUDA_GRAPHS=0 queues the kernels one by
+// one instead, for debugging.
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include "cuda_check.h"
+#include "cuda_context.h"
+#include "cuda_kernels.h"
+#include "dtype.h"
+#include "error.h"
+
+namespace fm {
+namespace cuda {
+
+// What the plans of one device share: the cuBLAS handle and its workspace.
+// Runs of a device are serialised by `mutex` while they queue work.
+struct DeviceExec {
+    std::mutex mutex;
+    cublasHandle_t blas = nullptr;
+    void *blas_workspace = nullptr;
+    int sm_count = 1;
+};
+
+namespace {
+
+constexpr size_t kBlasWorkspaceBytes = size_t(32) << 20;
+
+void check_blas(cublasStatus_t status, const char *call) {
+    if (status != CUBLAS_STATUS_SUCCESS) {
+        fail(status == CUBLAS_STATUS_ALLOC_FAILED ? FM_ERR_OUT_OF_MEMORY : FM_ERR_BACKEND, call, ": ",
+             cublasGetStatusName(status));
+    }
+}
+
+bool env_flag(const char *name, bool fallback) {
+    const char *value = std::getenv(name);
+    if (value == nullptr || *value == '\0') return fallback;
+    return std::strcmp(value, "0") != 0;
+}
+
+DeviceExec &device_exec(Context &ctx) {
+    std::lock_guard<std::mutex> lock(ctx.exec_mutex);
+    if (ctx.exec) return *ctx.exec;
+    auto exec = std::make_unique<DeviceExec>();
+    check(cudaDeviceGetAttribute(&exec->sm_count, cudaDevAttrMultiProcessorCount, ctx.index),
+          "cudaDeviceGetAttribute");
+    check_blas(cublasCreate(&exec->blas), "cublasCreate");
+    // Graph capture needs cuBLAS to use memory it was given, not allocate.
+    cudaError_t err = cudaMalloc(&exec->blas_workspace, kBlasWorkspaceBytes);
+    if (err != cudaSuccess) {
+        cublasDestroy(exec->blas);
+        fail_cuda(err, "cudaMalloc");
+    }
+    check_blas(cublasSetWorkspace(exec->blas, exec->blas_workspace, kBlasWorkspaceBytes), "cublasSetWorkspace");
+    // FP32 by default (TF32 would change results in the fourth digit).
+    cublasMath_t math = env_flag("FERROMETAL_TF32", false) ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH;
+    check_blas(cublasSetMathMode(exec->blas, math), "cublasSetMathMode");
+    ctx.exec = exec.release();
+    return *ctx.exec;
+}
+
+bool kernel_supported(Prim prim) {
+    switch (prim) {
+        case Prim::MatMul: case Prim::Conv2d: case Prim::Conv2dBackwardInput: case Prim::Conv2dBackwardWeight:
+        case Prim::MaxPool2d: case Prim::MaxPool2dBackward: case Prim::AvgPool2d: case Prim::AvgPool2dBackward:
+        case Prim::ReduceSum: case Prim::ReduceMax: case Prim::ReduceMin: case Prim::ArgMax:
+        case Prim::ReduceToLike: case Prim::BroadcastLike: case Prim::Permute: case Prim::Slice:
+        case Prim::SliceBackward: case Prim::Pad: case Prim::Concat: case Prim::Softmax: case Prim::LogSoftmax:
+        case Prim::GatherRows: case Prim::ScatterAddRows: case Prim::OneHot: case Prim::Pick:
+        case Prim::PickBackward:
+            return true;
+        default:
+            return false;
+    }
+}
+
+bool checks_indices(Prim prim) {
+    return prim == Prim::GatherRows || prim == Prim::ScatterAddRows || prim == Prim::OneHot || prim == Prim::Pick;
+}
+
+size_t byte_size(const TensorRef &ref) { return size_t(element_count(ref.shape)) * dtype_size(ref.dtype, "dtype"); }
+
+Shape padded(const Shape &shape, size_t rank) {
+    Shape out(rank - shape.size(), 1);
+    out.insert(out.end(), shape.begin(), shape.end());
+    return out;
+}
+
+std::vector<int64_t> dense_strides(const Shape &shape) {
+    std::vector<int64_t> strides(shape.size());
+    int64_t stride = 1;
+    for (size_t d = shape.size(); d-- > 0;) {
+        strides[d] = stride;
+        stride *= shape[d];
+    }
+    return strides;
+}
+
+// Mask of the axes that `x` sums over to become `like` (broadcasting undone).
+uint32_t reduce_to_like_mask(const Shape &x, const Shape &like_shape) {
+    Shape like = padded(like_shape, x.size());
+    uint32_t mask = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+        if (like[i] == 1 && x[i] != 1) mask |= 1u << i;
+    }
+    return mask;
+}
+
+__global__ void set_u64_kernel(uint64_t *dst, uint64_t value) { *dst = value; }
+
+// Feed and output memory for one run in flight. A plan has two, used in
+// turn, so that a run can take in its feeds while the previous one still
+// computes; each set has its own programs and graph (they bake in its
+// addresses).
+struct SlotSet {
+    std::vector<void *> feeds, outputs;
+    uint64_t *run_index = nullptr;  // device, when the plan draws dropout masks
+    std::vector<const void *> bound;  // addresses the programs and graph were built for
+    void *programs = nullptr;
+    size_t programs_capacity = 0;
+    cudaGraphExec_t graph = nullptr;
+    cudaEvent_t free = nullptr;  // recorded after the last run that used the set
+    bool used = false;
+};
+
+// The fixed device memory of a compiled plan.
+struct PlanState {
+    size_t workspace_bytes = 0;
+    void *workspace = nullptr;
+    std::vector<size_t> feed_bytes, output_bytes;
+    SlotSet sets[2];
+    int next_set = 0;
+    std::vector<void *> allocations;  // every pool allocation, to free
+    DataError *errors = nullptr;      // device
+    DataError *errors_host = nullptr; // pinned
+    cudaEvent_t errors_copied = nullptr;
+    bool errors_pending = false;      // a copy was queued since the last report
+    bool checks = false, dropout = false;
+
+    std::vector<size_t> program_offsets;  // by step, into a set's programs
+    std::vector<size_t> program_sizes;
+    std::vector<int64_t> program_elements;
+    std::vector<bool> program_guarded;
+
+    bool use_graph = true;
+    cudaStream_t capture = nullptr;   // private: nothing else can be captured by accident
+    cudaStream_t feeder = nullptr;    // copies feeds into a slot set
+    cudaEvent_t done = nullptr;
+    cudaStream_t last_stream = nullptr;
+};
+
+void *allocate(Context &ctx, PlanState &st, size_t bytes) {
+    void *ptr = pool_alloc(&ctx, bytes < 16 ? 16 : bytes);
+    if (ptr == nullptr) fail(FM_ERR_OUT_OF_MEMORY, "cuda:", ctx.index, ": no memory for a plan's ", bytes, " bytes");
+    st.allocations.push_back(ptr);
+    return ptr;
+}
+
+void release_state(Context &ctx, PlanState *st) noexcept {
+    if (cudaSetDevice(ctx.index) != cudaSuccess) return;
+    // Queued runs may still use the memory: wait for them.
+    if (st->done) cudaEventSynchronize(st->done);
+    for (SlotSet &set : st->sets) {
+        if (set.graph) cudaGraphExecDestroy(set.graph);
+        if (set.free) cudaEventDestroy(set.free);
+    }
+    if (st->capture) cudaStreamDestroy(st->capture);
+    if (st->feeder) cudaStreamDestroy(st->feeder);
+    if (st->done) cudaEventDestroy(st->done);
+    if (st->errors_copied) cudaEventDestroy(st->errors_copied);
+    if (st->errors_host) cudaFreeHost(st->errors_host);
+    for (void *ptr : st->allocations) {
+        try {
+            pool_free(&ctx, ptr, 0, nullptr);
+        } catch (...) {
+        }
+    }
+    cudaGetLastError();
+    delete st;
+}
+
+class Runner {
+public:
+    Runner(const Plan &plan, const Bindings &b, PlanState &st, SlotSet &set)
+        : plan_(plan), b_(b), st_(st), set_(set) {}
+
+    char *address(const TensorRef &ref) const {
+        switch (ref.storage) {
+            case Storage::Arena: return static_cast<char *>(b_.arena) + ref.offset;
+            case Storage::Variable: return static_cast<char *>(b_.variables[ref.index]);
+            case Storage::Constant: return const_cast<char *>(static_cast<const char *>(b_.constants[ref.index]));
+            case Storage::Feed: return static_cast<char *>(set_.feeds[ref.index]);
+            case Storage::Output: return static_cast<char *>(set_.outputs[ref.index]);
+            case Storage::Scalar: return reinterpret_cast<char *>(const_cast<float *>(b_.scalars + ref.index));
+        }
+        return nullptr;
+    }
+
+    // The addresses that programs and graphs bake in.
+    std::vector<const void *> bound() const {
+        std::vector<const void *> key{b_.arena, b_.scalars};
+        key.insert(key.end(), b_.variables.begin(), b_.variables.end());
+        key.insert(key.end(), b_.constants.begin(), b_.constants.end());
+        return key;
+    }
+
+    // Builds every fused step's program and uploads them (synchronously:
+    // this happens once per plan, or when bound addresses change).
+    void build_programs(Context &ctx) {
+        std::vector<unsigned char> image;
+        st_.program_offsets.assign(plan_.steps.size(), SIZE_MAX);
+        st_.program_sizes.assign(plan_.steps.size(), 0);
+        st_.program_elements.assign(plan_.steps.size(), 0);
+        st_.program_guarded.assign(plan_.steps.size(), false);
+        for (size_t i = 0; i < plan_.steps.size(); ++i) {
+            const Step &step = plan_.steps[i];
+            if (step.kind != StepKind::Fused) continue;
+            std::vector<const float *> loads;
+            std::vector<float *> stores;
+            bool writes_variables = false;
+            for (const TensorRef &ref : step.fused->loads) loads.push_back(reinterpret_cast<const float *>(address(ref)));
+            for (const auto &store : step.fused->stores) {
+                stores.push_back(reinterpret_cast<float *>(address(store.second)));
+                writes_variables |= store.second.storage == Storage::Variable;
+            }
+            FusedProgram program = build_fused(*step.fused, loads, stores, writes_variables);
+            st_.program_offsets[i] = image.size();
+            st_.program_sizes[i] = program.bytes.size();
+            st_.program_elements[i] = program.elements;
+            st_.program_guarded[i] = writes_variables && st_.checks;
+            image.insert(image.end(), program.bytes.begin(), program.bytes.end());
+        }
+        if (image.empty()) return;
+        if (image.size() > set_.programs_capacity) {
+            set_.programs = allocate(ctx, st_, image.size());
+            set_.programs_capacity = image.size();
+        }
+        check(cudaMemcpyAsync(set_.programs, image.data(), image.size(), cudaMemcpyHostToDevice, ctx.internal),
+              "cudaMemcpyAsync");
+        check(cudaStreamSynchronize(ctx.internal), "cudaStreamSynchronize");
+    }
+
+    void enqueue(const KernelContext &k) const {
+        for (size_t i = 0; i < plan_.steps.size(); ++i) {
+            const Step &step = plan_.steps[i];
+            switch (step.kind) {
+                case StepKind::Copy:
+                    copy_bytes(k, address(step.output), address(step.inputs[0]), byte_size(step.output),
+                               st_.checks && step.output.storage == Storage::Variable);
+                    break;
+                case StepKind::Fused:
+                    launch_fused(k, static_cast<char *>(set_.programs) + st_.program_offsets[i], st_.program_sizes[i],
+                                 st_.program_elements[i], st_.program_guarded[i], set_.run_index);
+                    break;
+                case StepKind::Kernel:
+                    if (element_count(step.output.shape) != 0) kernel(k, step);
+                    break;
+            }
+        }
+    }
+
+private:
+    const float *in(const Step &s, size_t i) const { return reinterpret_cast<const float *>(address(s.inputs[i])); }
+    const int32_t *in_i32(const Step &s, size_t i) const {
+        return reinterpret_cast<const int32_t *>(address(s.inputs[i]));
+    }
+    float *out(const Step &s) const { return reinterpret_cast<float *>(address(s.output)); }
+
+    // Copies `x` (x_shape) into the region of `y` (y_shape) starting at `starts`.
+    void place(const KernelContext &k, const Shape &x_shape, const void *x, const Shape &y_shape, const int64_t *starts,
+               void *y, size_t element_size) const {
+        std::vector<int64_t> ys = dense_strides(y_shape), xs = dense_strides(x_shape);
+        int64_t offset = 0;
+        for (size_t d = 0; d < y_shape.size(); ++d) offset += starts[d] * ys[d];
+        strided_copy(k, x_shape, x, xs.data(), static_cast<char *>(y) + offset * int64_t(element_size), ys.data(),
+                     element_size);
+    }
+
+    void kernel(const KernelContext &base, const Step &s) const {
+        KernelContext k = base;
+        k.workspace = st_.workspace;
+        const fm_op_attrs &a = s.attrs;
+        const Shape &ys = s.output.shape;
+        auto shape = [&](size_t i) -> const Shape & { return s.inputs[i].shape; };
+        const size_t element = dtype_size(s.output.dtype, "dtype");
+        switch (s.prim) {
+            case Prim::MatMul: return matmul_step(k, s, in(s, 0), in(s, 1), out(s));
+            case Prim::Conv2d: return conv2d_forward(k, conv_shape(s), in(s, 0), in(s, 1), out(s));
+            case Prim::Conv2dBackwardInput: return conv2d_backward_input(k, conv_shape(s), in(s, 0), in(s, 1), out(s));
+            case Prim::Conv2dBackwardWeight:
+                return conv2d_backward_weight(k, conv_shape(s), in(s, 0), in(s, 1), out(s));
+            case Prim::MaxPool2d: return max_pool2d_forward(k, pool_shape(s), in(s, 0), out(s));
+            case Prim::MaxPool2dBackward: return max_pool2d_backward(k, pool_shape(s), in(s, 0), in(s, 1), out(s));
+            case Prim::AvgPool2d: return avg_pool2d_forward(k, pool_shape(s), in(s, 0), out(s));
+            case Prim::AvgPool2dBackward: return avg_pool2d_backward(k, pool_shape(s), in(s, 0), out(s));
+            case Prim::ReduceSum:
+            case Prim::ReduceMax:
+            case Prim::ReduceMin: {
+                Reduction kind = s.prim == Prim::ReduceSum   ? Reduction::Sum
+                                 : s.prim == Prim::ReduceMax ? Reduction::Max
+                                                             : Reduction::Min;
+                return reduce(k, kind, shape(0), axes_mask(a, shape(0).size()), in(s, 0), out(s));
+            }
+            case Prim::ArgMax:
+                return argmax(k, shape(0), int(a.axes[0]), in(s, 0), reinterpret_cast<int32_t *>(address(s.output)));
+            case Prim::ReduceToLike: {
+                uint32_t mask = reduce_to_like_mask(shape(0), shape(1));
+                if (mask == 0) return copy_bytes(k, out(s), in(s, 0), byte_size(s.output), false);
+                return reduce(k, Reduction::Sum, shape(0), mask, in(s, 0), out(s));
+            }
+            case Prim::BroadcastLike: {
+                Shape x = padded(shape(0), ys.size());
+                std::vector<int64_t> xs = dense_strides(x), dst = dense_strides(ys);
+                for (size_t d = 0; d < x.size(); ++d) {
+                    if (x[d] == 1) xs[d] = 0;
+                }
+                return strided_copy(k, ys, in(s, 0), xs.data(), out(s), dst.data(), element);
+            }
+            case Prim::Permute: {
+                std::vector<int64_t> xs = dense_strides(shape(0)), src(ys.size()), dst = dense_strides(ys);
+                for (size_t i = 0; i < ys.size(); ++i) src[i] = xs[size_t(a.axes[i])];
+                return strided_copy(k, ys, address(s.inputs[0]), src.data(), address(s.output), dst.data(), element);
+            }
+            case Prim::Slice: {
+                int64_t starts[FM_MAX_RANK];
+                Shape result;
+                resolve_slice(shape(0), a, starts, &result);
+                std::vector<int64_t> xs = dense_strides(shape(0)), dst = dense_strides(ys);
+                int64_t offset = 0;
+                for (size_t d = 0; d < ys.size(); ++d) offset += starts[d] * xs[d];
+                return strided_copy(k, ys, address(s.inputs[0]) + offset * int64_t(element), xs.data(),
+                                    address(s.output), dst.data(), element);
+            }
+            case Prim::SliceBackward: {
+                int64_t starts[FM_MAX_RANK];
+                Shape result;
+                resolve_slice(ys, a, starts, &result);
+                fill(k, out(s), element_count(ys), 0.0f);
+                return place(k, shape(0), in(s, 0), ys, starts, out(s), element);
+            }
+            case Prim::Pad:
+                fill(k, out(s), element_count(ys), float(a.value));
+                return place(k, shape(0), in(s, 0), ys, a.pad_before, out(s), element);
+            case Prim::Concat: {
+                int64_t starts[FM_MAX_RANK] = {};
+                const int axis = int(a.axes[0]);
+                for (size_t i = 0; i < s.inputs.size(); ++i) {
+                    place(k, shape(i), address(s.inputs[i]), ys, starts, out(s), element);
+                    starts[axis] += shape(i)[size_t(axis)];
+                }
+                return;
+            }
+            case Prim::Softmax:
+            case Prim::LogSoftmax: {
+                int64_t outer, middle, inner;
+                axis_split(ys.data(), ys.size(), int(a.axes[0]), &outer, &middle, &inner);
+                return softmax(k, outer, middle, inner, in(s, 0), out(s), s.prim == Prim::LogSoftmax);
+            }
+            case Prim::GatherRows:
+                return gather_rows(k, in(s, 0), shape(0)[0], shape(0)[1], in_i32(s, 1), element_count(shape(1)),
+                                   out(s));
+            case Prim::ScatterAddRows:
+                return scatter_add_rows(k, in(s, 0), ys[1], in_i32(s, 1), element_count(shape(1)), ys[0], out(s));
+            case Prim::OneHot: return one_hot(k, in_i32(s, 0), element_count(shape(0)), a.depth, out(s));
+            case Prim::Pick: {
+                int64_t outer, classes, inner;
+                axis_split(shape(0).data(), shape(0).size(), 1, &outer, &classes, &inner);
+                return pick(k, outer, classes, inner, in(s, 0), in_i32(s, 1), out(s));
+            }
+            case Prim::PickBackward: {
+                int64_t outer, classes, inner;
+                axis_split(ys.data(), ys.size(), 1, &outer, &classes, &inner);
+                return pick_backward(k, outer, classes, inner, in(s, 0), in_i32(s, 1), out(s));
+            }
+            default:
+                fail(FM_ERR_INTERNAL, s.origin, ": the CUDA backend has no kernel for ", prim_name(s.prim));
+        }
+    }
+
+    const Plan &plan_;
+    const Bindings &b_;
+    PlanState &st_;
+    SlotSet &set_;
+};
+
+// Reports (and clears) the data error of a finished run, if any.
+void report_errors(PlanState &st, cudaStream_t stream) {
+    if (!st.checks || !st.errors_pending) return;
+    if (cudaEventQuery(st.errors_copied) != cudaSuccess) {
+        cudaGetLastError();  // cudaErrorNotReady is not an error to keep
+        return;
+    }
+    st.errors_pending = false;
+    DataError e = *st.errors_host;
+    if (!e.set) return;
+    std::memset(st.errors_host, 0, sizeof *st.errors_host);
+    check(cudaMemsetAsync(st.errors, 0, sizeof(DataError), stream), "cudaMemsetAsync");
+    fail(FM_ERR_OUT_OF_RANGE, e.what == kBadLabel ? "label " : "index ", e.value, " at position ", e.position,
+         " is outside [0, ", e.limit, ") (found on the GPU; that run left the variables unchanged)");
+}
+
+}  // namespace
+
+void *exec_compile(void *device_ctx, const Plan &plan) {
+    Context &ctx = context(device_ctx);
+    activate(ctx);
+    DeviceExec &de = device_exec(ctx);
+    (void)de;
+    auto *raw = new PlanState();
+    try {
+        for (const Step &step : plan.steps) {
+            if (step.kind == StepKind::Kernel) {
+                if (!kernel_supported(step.prim)) {
+                    fail(FM_ERR_UNSUPPORTED, step.origin, ": the CUDA backend has no kernel for ", prim_name(step.prim));
+                }
+                raw->checks |= checks_indices(step.prim);
+                size_t bytes = 0;
+                switch (step.prim) {
+                    case Prim::Conv2d: case Prim::Conv2dBackwardInput: case Prim::Conv2dBackwardWeight:
+                        bytes = conv_workspace_bytes(conv_shape(step));
+                        break;
+                    case Prim::ReduceSum: case Prim::ReduceMax: case Prim::ReduceMin:
+                        bytes = reduce_workspace_bytes(step.inputs[0].shape,
+                                                       axes_mask(step.attrs, step.inputs[0].shape.size()));
+                        break;
+                    case Prim::ReduceToLike:
+                        bytes = reduce_workspace_bytes(step.inputs[0].shape,
+                                                       reduce_to_like_mask(step.inputs[0].shape, step.inputs[1].shape));
+                        break;
+                    default: break;
+                }
+                raw->workspace_bytes = std::max(raw->workspace_bytes, bytes);
+            } else if (step.kind == StepKind::Fused) {
+                check_fused(*step.fused, step.origin);
+            }
+        }
+        raw->dropout = plan.uses_dropout;
+        // Feed slots: every reference to a feed, views included, spans its bytes.
+        auto note_feed = [&](const TensorRef &ref) {
+            if (ref.storage != Storage::Feed) return;
+            if (raw->feed_bytes.size() <= ref.index) raw->feed_bytes.resize(ref.index + 1, 0);
+            raw->feed_bytes[ref.index] = std::max(raw->feed_bytes[ref.index], byte_size(ref));
+        };
+        for (const Step &step : plan.steps) {
+            for (const TensorRef &ref : step.inputs) note_feed(ref);
+            if (step.fused) {
+                for (const TensorRef &ref : step.fused->loads) note_feed(ref);
+            }
+        }
+        for (const TensorRef &out : plan.outputs) raw->output_bytes.push_back(byte_size(out));
+        for (SlotSet &set : raw->sets) {
+            set.feeds.assign(raw->feed_bytes.size(), nullptr);
+            for (size_t i = 0; i < raw->feed_bytes.size(); ++i) {
+                if (raw->feed_bytes[i]) set.feeds[i] = allocate(ctx, *raw, raw->feed_bytes[i]);
+            }
+            for (size_t bytes : raw->output_bytes) set.outputs.push_back(allocate(ctx, *raw, bytes));
+            if (plan.uses_dropout) set.run_index = static_cast<uint64_t *>(allocate(ctx, *raw, sizeof(uint64_t)));
+            check(cudaEventCreateWithFlags(&set.free, cudaEventDisableTiming), "cudaEventCreate");
+        }
+        if (raw->workspace_bytes) raw->workspace = allocate(ctx, *raw, raw->workspace_bytes);
+        raw->errors = static_cast<DataError *>(allocate(ctx, *raw, sizeof(DataError)));
+        check(cudaMemsetAsync(raw->errors, 0, sizeof(DataError), ctx.internal), "cudaMemsetAsync");
+        if (raw->checks) {
+            check(cudaMallocHost(reinterpret_cast<void **>(&raw->errors_host), sizeof(DataError)), "cudaMallocHost");
+            std::memset(raw->errors_host, 0, sizeof(DataError));
+            check(cudaEventCreateWithFlags(&raw->errors_copied, cudaEventDisableTiming), "cudaEventCreate");
+        }
+        check(cudaEventCreateWithFlags(&raw->done, cudaEventDisableTiming), "cudaEventCreate");
+        check(cudaStreamCreateWithFlags(&raw->capture, cudaStreamNonBlocking), "cudaStreamCreate");
+        check(cudaStreamCreateWithFlags(&raw->feeder, cudaStreamNonBlocking), "cudaStreamCreate");
+        raw->use_graph = env_flag("FERROMETAL_CUDA_GRAPHS", true);
+        check(cudaStreamSynchronize(ctx.internal), "cudaStreamSynchronize");
+    } catch (...) {
+        release_state(ctx, raw);
+        throw;
+    }
+    return raw;
+}
+
+void exec_release(void *device_ctx, void *exec_ctx) {
+    release_state(context(device_ctx), static_cast<PlanState *>(exec_ctx));
+}
+
+void exec_run(void *device_ctx, void *exec_ctx, const Plan &plan, const Bindings &bindings, void *stream_ctx) {
+    Context &ctx = context(device_ctx);
+    activate(ctx);
+    DeviceExec &de = device_exec(ctx);
+    std::lock_guard<std::mutex> lock(de.mutex);
+    PlanState &st = *static_cast<PlanState *>(exec_ctx);
+    cudaStream_t stream = queue_of(ctx, stream_ctx);
+    report_errors(st, stream);
+    SlotSet &set = st.sets[st.next_set];
+    st.next_set ^= 1;
+
+    // Feeds: copied into the set once the run before last has finished
+    // with it, and waited for here, so that the caller may overwrite its
+    // feed tensors as soon as this returns. The previous run may still be
+    // computing meanwhile.
+    if (set.used) check(cudaStreamWaitEvent(st.feeder, set.free, 0), "cudaStreamWaitEvent");
+    bool fed = false;
+    for (size_t i = 0; i < set.feeds.size(); ++i) {
+        if (!set.feeds[i]) continue;
+        check(cudaMemcpyAsync(set.feeds[i], bindings.feeds[i], st.feed_bytes[i], cudaMemcpyDeviceToDevice, st.feeder),
+              "cudaMemcpyAsync");
+        fed = true;
+    }
+    if (fed) check(cudaStreamSynchronize(st.feeder), "cudaStreamSynchronize");
+    // The plan's memory is shared by its runs: a run on another stream
+    // waits for the previous one.
+    if (st.last_stream && st.last_stream != stream) {
+        check(cudaStreamWaitEvent(stream, st.done, 0), "cudaStreamWaitEvent");
+    }
+    if (st.dropout) {
+        set_u64_kernel<<<1, 1, 0, stream>>>(set.run_index, bindings.run_index);
+        check_launch("run index");
+    }
+
+    Runner runner(plan, bindings, st, set);
+    std::vector<const void *> bound = runner.bound();
+    if (bound != set.bound) {
+        if (set.graph) {
+            cudaGraphExecDestroy(set.graph);
+            set.graph = nullptr;
+        }
+        runner.build_programs(ctx);
+        set.bound = std::move(bound);
+    }
+    KernelContext k;
+    k.blas = de.blas;
+    k.sm_count = de.sm_count;
+    k.errors = st.errors;
+    k.abort = st.checks ? &st.errors->set : nullptr;
+    if (st.use_graph && !set.graph) {
+        k.stream = st.capture;
+        check(cudaStreamBeginCapture(st.capture, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+        try {
+            runner.enqueue(k);
+        } catch (...) {
+            cudaGraph_t broken = nullptr;
+            cudaStreamEndCapture(st.capture, &broken);
+            if (broken) cudaGraphDestroy(broken);
+            cudaGetLastError();
+            throw;
+        }
+        cudaGraph_t graph = nullptr;
+        check(cudaStreamEndCapture(st.capture, &graph), "cudaStreamEndCapture");
+        cudaError_t err = cudaGraphInstantiate(&set.graph, graph, 0);
+        cudaGraphDestroy(graph);
+        check(err, "cudaGraphInstantiate");
+    }
+    if (st.use_graph) {
+        check(cudaGraphLaunch(set.graph, stream), "cudaGraphLaunch");
+    } else {
+        k.stream = stream;
+        runner.enqueue(k);
+    }
+    for (size_t i = 0; i < set.outputs.size(); ++i) {
+        if (st.output_bytes[i] == 0) continue;
+        check(cudaMemcpyAsync(bindings.outputs[i], set.outputs[i], st.output_bytes[i], cudaMemcpyDeviceToDevice,
+                              stream),
+              "cudaMemcpyAsync");
+    }
+    if (st.checks) {
+        check(cudaMemcpyAsync(st.errors_host, st.errors, sizeof(DataError), cudaMemcpyDeviceToHost, stream),
+              "cudaMemcpyAsync");
+        check(cudaEventRecord(st.errors_copied, stream), "cudaEventRecord");
+        st.errors_pending = true;
+    }
+    check(cudaEventRecord(set.free, stream), "cudaEventRecord");
+    set.used = true;
+    check(cudaEventRecord(st.done, stream), "cudaEventRecord");
+    st.last_stream = stream;
+}
+
+void exec_check(void *device_ctx, void *exec_ctx) {
+    Context &ctx = context(device_ctx);
+    activate(ctx);
+    PlanState &st = *static_cast<PlanState *>(exec_ctx);
+    if (!st.checks || !st.errors_pending) return;
+    check(cudaEventSynchronize(st.errors_copied), "cudaEventSynchronize");
+    report_errors(st, queue_of(ctx, nullptr));
+}
+
+void release_exec(Context &ctx) noexcept {
+    if (!ctx.exec) return;
+    if (ctx.exec->blas) cublasDestroy(ctx.exec->blas);
+    if (ctx.exec->blas_workspace) cudaFree(ctx.exec->blas_workspace);
+    delete ctx.exec;
+    ctx.exec = nullptr;
+}
+
+}  // namespace cuda
+}  // namespace fm

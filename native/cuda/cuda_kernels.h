@@ -1,0 +1,133 @@
+// The CUDA backend's kernels, as launch functions the executor (cuda_exec.cu)
+// calls once per plan step. Every function queues work on `k.stream` and
+// returns; none synchronises, allocates or calls into the host, so a whole
+// plan can be captured into one CUDA graph. Tensors are dense and row-major
+// like on the CPU (kernels.h there documents each primitive's meaning;
+// kernel_shapes.h holds the geometry both backends share).
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "kernel_shapes.h"
+#include "plan.h"
+
+namespace fm {
+namespace cuda {
+
+// A data error found by a kernel (an index or label out of range): the first
+// one wins. Lives in device memory; the executor copies it back after a run.
+struct DataError {
+    int32_t set;       // 0: no error
+    int32_t value;     // the bad index
+    int64_t position;  // where it was
+    int64_t limit;     // the valid range is [0, limit)
+    int32_t what;      // DataErrorKind
+    int32_t pad;
+};
+enum DataErrorKind : int32_t { kBadIndex = 1, kBadLabel = 2 };
+
+// What every launch needs besides its operands.
+struct KernelContext {
+    cudaStream_t stream = nullptr;
+    cublasHandle_t blas = nullptr;
+    int sm_count = 1;
+    // Scratch of this step (im2col columns, reduction partials); at least
+    // what workspace_bytes() asked for.
+    void *workspace = nullptr;
+    DataError *errors = nullptr;
+    // Set once a data error is found: steps that write variables skip, so
+    // parameters stay unchanged after a bad batch.
+    const int32_t *abort = nullptr;
+};
+
+// ---- Fused elementwise ----------------------------------------------------
+
+// A fused group compiled for the GPU interpreter: registers renumbered by
+// liveness so that few are live, operands resolved to addresses.
+struct FusedProgram {
+    std::vector<unsigned char> bytes;  // the device image, see cuda_elementwise.cu
+    int64_t elements = 0;
+    bool writes_variables = false;
+};
+// The number of registers the interpreter has; a group needing more is
+// refused when the plan is compiled.
+constexpr int kFusedRegisters = 40;
+// Checks that `fused` fits the interpreter; throws FM_ERR_UNSUPPORTED naming `origin` if not.
+void check_fused(const Fused &fused, const char *origin);
+FusedProgram build_fused(const Fused &fused, const std::vector<const float *> &loads,
+                         const std::vector<float *> &stores, bool writes_variables);
+// `program` is the device copy of build_fused's bytes; `run_index` is device memory.
+void launch_fused(const KernelContext &k, const void *program, size_t program_bytes, int64_t elements,
+                  bool guarded, const uint64_t *run_index);
+
+// ---- Matrix products (cuBLAS) ---------------------------------------------
+
+void matmul(const KernelContext &k, const MatmulShape &s, const float *a, const float *b, float *c,
+            float beta = 0.0f);
+void matmul_step(const KernelContext &k, const Step &step, const float *a, const float *b, float *c);
+
+// ---- Convolution and pooling ----------------------------------------------
+
+void conv2d_forward(const KernelContext &k, const ConvShape &s, const float *x, const float *w, float *y);
+void conv2d_backward_input(const KernelContext &k, const ConvShape &s, const float *dy, const float *w,
+                           float *dx);
+void conv2d_backward_weight(const KernelContext &k, const ConvShape &s, const float *x, const float *dy,
+                            float *dw);
+size_t conv_workspace_bytes(const ConvShape &s);
+
+void max_pool2d_forward(const KernelContext &k, const PoolShape &s, const float *x, float *y);
+void max_pool2d_backward(const KernelContext &k, const PoolShape &s, const float *x, const float *dy, float *dx);
+void avg_pool2d_forward(const KernelContext &k, const PoolShape &s, const float *x, float *y);
+void avg_pool2d_backward(const KernelContext &k, const PoolShape &s, const float *dy, float *dx);
+
+// ---- Reductions and softmax -----------------------------------------------
+
+enum class Reduction { Sum, Max, Min };
+void reduce(const KernelContext &k, Reduction kind, const Shape &shape, uint32_t axes_mask, const float *x,
+            float *y);
+size_t reduce_workspace_bytes(const Shape &shape, uint32_t axes_mask);
+void argmax(const KernelContext &k, const Shape &shape, int axis, const float *x, int32_t *y);
+void softmax(const KernelContext &k, int64_t outer, int64_t classes, int64_t inner, const float *x, float *y,
+             bool log);
+
+// ---- Layout ---------------------------------------------------------------
+
+// dst[index . dst_strides] = src[index . src_strides] for every index of
+// `dims` (element strides; elements of `element_size` bytes: 1, 2, 4 or 8).
+void strided_copy(const KernelContext &k, const Shape &dims, const void *src, const int64_t *src_strides,
+                  void *dst, const int64_t *dst_strides, size_t element_size);
+void fill(const KernelContext &k, float *dst, int64_t count, float value);
+void copy_bytes(const KernelContext &k, void *dst, const void *src, size_t bytes, bool guarded);
+
+// ---- Indexing -------------------------------------------------------------
+
+void gather_rows(const KernelContext &k, const float *table, int64_t rows, int64_t width, const int32_t *indices,
+                 int64_t count, float *y);
+void scatter_add_rows(const KernelContext &k, const float *dy, int64_t width, const int32_t *indices,
+                      int64_t count, int64_t rows, float *dtable);
+void one_hot(const KernelContext &k, const int32_t *indices, int64_t count, int64_t depth, float *y);
+void pick(const KernelContext &k, int64_t outer, int64_t classes, int64_t inner, const float *x,
+          const int32_t *labels, float *y);
+void pick_backward(const KernelContext &k, int64_t outer, int64_t classes, int64_t inner, const float *dy,
+                   const int32_t *labels, float *dx);
+
+// ---- Launch helpers -------------------------------------------------------
+
+constexpr int kThreads = 256;
+// Blocks for `n` elements at kThreads per block, capped so that grid-stride
+// loops cover the rest.
+inline unsigned blocks_for(int64_t n, const KernelContext &k) {
+    int64_t blocks = (n + kThreads - 1) / kThreads;
+    int64_t cap = int64_t(k.sm_count) * 32;
+    return unsigned(blocks < 1 ? 1 : (blocks > cap ? cap : blocks));
+}
+// Throws the launch error of the kernel just queued, naming it.
+void check_launch(const char *kernel);
+
+}  // namespace cuda
+}  // namespace fm
