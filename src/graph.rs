@@ -1049,6 +1049,18 @@ impl Exec {
             .collect()
     }
 
+    /// Waits for the runs so far and returns the data error one of them
+    /// found ([`Error::OutOfRange`] for an index or label out of range).
+    ///
+    /// On a GPU, [`run`](Exec::run) returns once the run is queued and its
+    /// feeds consumed; an index out of range found by the device makes that
+    /// run skip its assignments, and is reported here or by the next run.
+    /// On the CPU, `run` reports it itself and this returns `Ok`.
+    pub fn synchronize(&mut self) -> Result<()> {
+        // SAFETY: live handle.
+        check(unsafe { sys::fm_exec_synchronize(self.handle.raw()) })
+    }
+
     /// The shape of variable `name`.
     pub fn variable_shape(&self, name: &str) -> Result<Vec<usize>> {
         let c = c_name(name)?;

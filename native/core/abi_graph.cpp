@@ -311,6 +311,10 @@ fm_status fm_exec_write_variable(fm_exec exec, const char *name, const void *src
     return guard(__func__, [&] { fm::lookup<Exec>(exec, "exec")->write_variable(name_argument(name), src, count); });
 }
 
+fm_status fm_exec_synchronize(fm_exec exec) {
+    return guard(__func__, [&] { fm::lookup<Exec>(exec, "exec")->check_errors(); });
+}
+
 fm_status fm_exec_run_count(uint64_t *out_count, fm_exec exec) {
     return guard(__func__, [&] { *require_out(out_count, "out_count") = fm::lookup<Exec>(exec, "exec")->run_count(); });
 }

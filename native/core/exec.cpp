@@ -257,8 +257,10 @@ void Exec::write_variable(const std::string &name, const void *src, size_t count
 
 void Exec::check_errors() {
     std::lock_guard<std::mutex> lock(graph_->mutex());
-    if (!last_ || !device_->iface().exec.check || !last_->ctx) return;
-    device_->iface().exec.check(device_->ctx(), last_->ctx);
+    if (!device_->iface().exec.check) return;
+    for (auto &entry : plans_) {
+        if (entry.second->ctx) device_->iface().exec.check(device_->ctx(), entry.second->ctx);
+    }
 }
 
 void Exec::planned_memory(uint64_t *peak, uint64_t *unshared) const {

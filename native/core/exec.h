@@ -45,8 +45,8 @@ public:
     void read_variable(const std::string &name, void *dst, size_t count);
     void write_variable(const std::string &name, const void *src, size_t count);
     void planned_memory(uint64_t *peak, uint64_t *unshared) const;
-    // Waits for the last run and throws a data error it found on the device
-    // (backends that check while running have nothing to add).
+    // Waits for the runs so far and throws a data error one of them found
+    // on the device (backends that check while running have nothing to add).
     void check_errors();
     uint64_t run_count() const { return runs_; }
     void set_run_count(uint64_t count) { runs_ = count; }

@@ -19,6 +19,18 @@ void check_blas(cublasStatus_t status, const char *call) {
 
 }  // namespace
 
+void gemm_batched(const KernelContext &k, bool ta, bool tb, int64_t m, int64_t n, int64_t kk, const float *a,
+                  int64_t lda, int64_t stride_a, const float *b, int64_t ldb, int64_t stride_b, float *c, int64_t ldc,
+                  int64_t stride_c, int64_t batch, float beta) {
+    if (m == 0 || n == 0 || batch == 0) return;
+    const float alpha = 1.0f;
+    check_blas(cublasSetStream(k.blas, k.stream), "cublasSetStream");
+    check_blas(cublasSgemmStridedBatched_64(k.blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n,
+                                            m, kk, &alpha, b, ldb, stride_b, a, lda, stride_a, &beta, c, ldc, stride_c,
+                                            batch),
+               "cublasSgemmStridedBatched");
+}
+
 void matmul(const KernelContext &k, const MatmulShape &s, const float *a, const float *b, float *c, float beta) {
     if (s.m == 0 || s.n == 0 || s.batch == 0) return;
     if (s.k == 0 && beta == 0.0f) {

@@ -1,17 +1,19 @@
-// Convolution as im2col + cuBLAS GEMM, and pooling, on the GPU.
+// Convolution as im2col + cuBLAS GEMMs, and pooling, on the GPU.
 //
 // Images go in chunks (sized by the shape only, bounding the workspace).
 // For a chunk of cn images the column matrix is [C*kh*kw, cn*P] (P output
-// pixels per image), so one GEMM per group covers the whole chunk:
-//   forward          tmp[Cout, cn*P] = W[Cout, CKK] * col, then permuted to y[cn, Cout, P]
-//   data gradient    col = W^T * dy (permuted to [Cout, cn*P]), then col2im gathers into dx
-//   weight gradient  dW += dy (permuted) * col^T, chunk after chunk
+// pixels per image); strided-batched GEMMs, one product per image, read
+// and write NCHW tensors in place, so nothing is permuted:
+//   forward          y[n] (Cout x P)  = W (Cout x CKK) * col[:, n]
+//   data gradient    col[:, n]        = W^T * dy[n], then col2im gathers into dx
+//   weight gradient  partial[n]       = dy[n] * col[:, n]^T, summed over n in order
 // col2im gathers (each dx element sums its own taps), so no atomics and the
 // sums have a fixed order. Pooling kernels use the core's window arithmetic
 // (kernel_shapes.h), so the CPU and CUDA pick the same maximum.
 #include <algorithm>
 
 #include "cuda_kernels.h"
+#include "error.h"
 
 namespace fm {
 namespace cuda {
@@ -30,45 +32,60 @@ Chunking chunking(const ConvShape &s) {
     Chunking c;
     c.ckk = s.c_in * s.kh * s.kw;
     c.pixels = s.out_h * s.out_w;
-    int64_t per_image = std::max<int64_t>(1, (c.ckk + s.c_out) * c.pixels);
+    // Columns, and the weight gradient's per-image partial products.
+    int64_t per_image = std::max<int64_t>(1, c.ckk * c.pixels + s.c_out * (c.ckk / std::max<int64_t>(1, s.groups)));
     c.images = std::clamp<int64_t>(kMaxWorkspaceFloats / per_image, 1, std::max<int64_t>(1, s.n));
     return c;
 }
 
-__global__ void im2col_kernel(ConvShape s, const float *x, int64_t n0, int64_t cn, float *col) {
-    const int64_t pixels = s.out_h * s.out_w, columns = cn * pixels;
-    const int64_t total = s.c_in * s.kh * s.kw * columns;
-    const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-    for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += stride) {
-        const int64_t row = idx / columns, q = idx % columns;
-        const int64_t n = n0 + q / pixels, p = q % pixels;
-        const int64_t oy = p / s.out_w, ox = p % s.out_w;
-        const int64_t c = row / (s.kh * s.kw), i = row / s.kw % s.kh, j = row % s.kw;
-        const int64_t iy = oy * s.stride_h - s.pad_h + i * s.dilation_h;
-        const int64_t ix = ox * s.stride_w - s.pad_w + j * s.dilation_w;
+// The shape in the kernel's index type: int32_t whenever the tensors have
+// fewer than 2^31 elements, since 64-bit division costs several times more.
+template <class I>
+struct Dims {
+    I n, c_in, h, w, c_out, kh, kw, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, out_h, out_w;
+    explicit Dims(const ConvShape &s)
+        : n(I(s.n)), c_in(I(s.c_in)), h(I(s.h)), w(I(s.w)), c_out(I(s.c_out)), kh(I(s.kh)), kw(I(s.kw)),
+          stride_h(I(s.stride_h)), stride_w(I(s.stride_w)), pad_h(I(s.pad_h)), pad_w(I(s.pad_w)),
+          dilation_h(I(s.dilation_h)), dilation_w(I(s.dilation_w)), out_h(I(s.out_h)), out_w(I(s.out_w)) {}
+};
+
+template <class I>
+__global__ void im2col_kernel(Dims<I> s, const float *x, I n0, I cn, float *col) {
+    const I pixels = s.out_h * s.out_w, columns = cn * pixels;
+    const I total = s.c_in * s.kh * s.kw * columns;
+    const I stride = I(gridDim.x) * I(blockDim.x);
+    for (I idx = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); idx < total; idx += stride) {
+        const I row = idx / columns, q = idx - row * columns;
+        const I image = q / pixels, p = q - image * pixels;
+        const I n = n0 + image;
+        const I oy = p / s.out_w, ox = p - oy * s.out_w;
+        const I c = row / (s.kh * s.kw), i = row / s.kw % s.kh, j = row % s.kw;
+        const I iy = oy * s.stride_h - s.pad_h + i * s.dilation_h;
+        const I ix = ox * s.stride_w - s.pad_w + j * s.dilation_w;
         float v = 0.0f;
         if (iy >= 0 && iy < s.h && ix >= 0 && ix < s.w) v = x[((n * s.c_in + c) * s.h + iy) * s.w + ix];
         col[idx] = v;
     }
 }
 
-__global__ void col2im_kernel(ConvShape s, const float *col, int64_t n0, int64_t cn, float *dx) {
-    const int64_t pixels = s.out_h * s.out_w, columns = cn * pixels;
-    const int64_t total = cn * s.c_in * s.h * s.w;
-    const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-    for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += stride) {
-        const int64_t ix = idx % s.w, iy = idx / s.w % s.h, c = idx / (s.w * s.h) % s.c_in;
-        const int64_t n = idx / (s.w * s.h * s.c_in);
+template <class I>
+__global__ void col2im_kernel(Dims<I> s, const float *col, I n0, I cn, float *dx) {
+    const I pixels = s.out_h * s.out_w, columns = cn * pixels;
+    const I total = cn * s.c_in * s.h * s.w;
+    const I stride = I(gridDim.x) * I(blockDim.x);
+    for (I idx = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); idx < total; idx += stride) {
+        const I ix = idx % s.w, iy = idx / s.w % s.h, c = idx / (s.w * s.h) % s.c_in;
+        const I n = idx / (s.w * s.h * s.c_in);
         float sum = 0.0f;
-        for (int64_t i = 0; i < s.kh; ++i) {
-            const int64_t ty = iy + s.pad_h - i * s.dilation_h;
+        for (I i = 0; i < s.kh; ++i) {
+            const I ty = iy + s.pad_h - i * s.dilation_h;
             if (ty < 0 || ty % s.stride_h != 0 || ty / s.stride_h >= s.out_h) continue;
-            const int64_t oy = ty / s.stride_h;
-            for (int64_t j = 0; j < s.kw; ++j) {
-                const int64_t tx = ix + s.pad_w - j * s.dilation_w;
+            const I oy = ty / s.stride_h;
+            for (I j = 0; j < s.kw; ++j) {
+                const I tx = ix + s.pad_w - j * s.dilation_w;
                 if (tx < 0 || tx % s.stride_w != 0 || tx / s.stride_w >= s.out_w) continue;
-                const int64_t ox = tx / s.stride_w;
-                const int64_t row = (c * s.kh + i) * s.kw + j;
+                const I ox = tx / s.stride_w;
+                const I row = (c * s.kh + i) * s.kw + j;
                 sum += col[row * columns + n * pixels + oy * s.out_w + ox];
             }
         }
@@ -76,57 +93,65 @@ __global__ void col2im_kernel(ConvShape s, const float *col, int64_t n0, int64_t
     }
 }
 
-// [cn, Cout, P] <-> [Cout, cn*P]
-void to_channel_major(const KernelContext &k, const float *src, float *dst, int64_t cn, int64_t c_out,
-                      int64_t pixels) {
-    Shape dims{cn, c_out, pixels};
-    int64_t src_strides[3] = {c_out * pixels, pixels, 1};
-    int64_t dst_strides[3] = {pixels, cn * pixels, 1};
-    strided_copy(k, dims, src, src_strides, dst, dst_strides, sizeof(float));
+// Sums `splits` partial results of `count` floats each, in order, into
+// out (adding to it when `accumulate`).
+__global__ void sum_partials_kernel(const float *partials, int64_t splits, int64_t count, float *out,
+                                    bool accumulate) {
+    const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += stride) {
+        float sum = accumulate ? out[i] : 0.0f;
+        for (int64_t s = 0; s < splits; ++s) sum += partials[s * count + i];
+        out[i] = sum;
+    }
 }
 
-void from_channel_major(const KernelContext &k, const float *src, float *dst, int64_t cn, int64_t c_out,
-                        int64_t pixels) {
-    Shape dims{cn, c_out, pixels};
-    int64_t src_strides[3] = {pixels, cn * pixels, 1};
-    int64_t dst_strides[3] = {c_out * pixels, pixels, 1};
-    strided_copy(k, dims, src, src_strides, dst, dst_strides, sizeof(float));
-}
-
-// One GEMM per group, as a strided batch over the groups.
-MatmulShape grouped(const ConvShape &s, int64_t m, int64_t n, int64_t kk, bool ta, bool tb) {
-    MatmulShape g;
-    g.batch = s.groups, g.m = m, g.n = n, g.k = kk, g.transpose_a = ta, g.transpose_b = tb;
-    return g;
+// Whether every index of a chunk's kernels fits in int32_t.
+bool fits_int32(const ConvShape &s, int64_t cn, int64_t n0) {
+    const int64_t limit = int64_t(1) << 31;
+    const int64_t col = s.c_in * s.kh * s.kw * cn * s.out_h * s.out_w;
+    const int64_t x = (n0 + cn) * s.c_in * s.h * s.w;
+    return col < limit && x < limit;
 }
 
 void im2col(const KernelContext &k, const ConvShape &s, const float *x, int64_t n0, int64_t cn, float *col) {
     const Chunking c = chunking(s);
-    im2col_kernel<<<blocks_for(c.ckk * cn * c.pixels, k), kThreads, 0, k.stream>>>(s, x, n0, cn, col);
+    const unsigned blocks = blocks_for(c.ckk * cn * c.pixels, k);
+    if (fits_int32(s, cn, n0)) {
+        im2col_kernel<int32_t><<<blocks, kThreads, 0, k.stream>>>(Dims<int32_t>(s), x, int32_t(n0), int32_t(cn), col);
+    } else {
+        im2col_kernel<int64_t><<<blocks, kThreads, 0, k.stream>>>(Dims<int64_t>(s), x, n0, cn, col);
+    }
     check_launch("im2col");
+}
+
+void col2im(const KernelContext &k, const ConvShape &s, const float *col, int64_t n0, int64_t cn, float *dx) {
+    const unsigned blocks = blocks_for(cn * s.c_in * s.h * s.w, k);
+    if (fits_int32(s, cn, n0)) {
+        col2im_kernel<int32_t><<<blocks, kThreads, 0, k.stream>>>(Dims<int32_t>(s), col, int32_t(n0), int32_t(cn), dx);
+    } else {
+        col2im_kernel<int64_t><<<blocks, kThreads, 0, k.stream>>>(Dims<int64_t>(s), col, n0, cn, dx);
+    }
+    check_launch("col2im");
 }
 
 }  // namespace
 
 size_t conv_workspace_bytes(const ConvShape &s) {
     const Chunking c = chunking(s);
-    return size_t((c.ckk + s.c_out) * c.pixels * c.images) * sizeof(float);
+    return size_t(c.ckk * c.pixels * c.images + c.images * s.c_out * (c.ckk / s.groups)) * sizeof(float);
 }
 
 void conv2d_forward(const KernelContext &k, const ConvShape &s, const float *x, const float *w, float *y) {
     const Chunking c = chunking(s);
     float *col = static_cast<float *>(k.workspace);
-    float *tmp = col + c.ckk * c.pixels * c.images;
-    const int64_t cout_g = s.c_out / s.groups, ckk_g = c.ckk / s.groups;
+    const int64_t cout_g = s.c_out / s.groups, ckk_g = c.ckk / s.groups, P = c.pixels;
     for (int64_t n0 = 0; n0 < s.n; n0 += c.images) {
-        const int64_t cn = std::min(c.images, s.n - n0), columns = cn * c.pixels;
+        const int64_t cn = std::min(c.images, s.n - n0), columns = cn * P;
         im2col(k, s, x, n0, cn, col);
-        MatmulShape g = grouped(s, cout_g, columns, ckk_g, false, false);
-        g.a_batch_stride = cout_g * ckk_g, g.b_batch_stride = ckk_g * columns, g.c_batch_stride = cout_g * columns;
-        // One image needs no permute: [Cout, P] is already its layout.
-        float *out = cn == 1 ? y + n0 * s.c_out * c.pixels : tmp;
-        matmul(k, g, w, col, out);
-        if (cn > 1) from_channel_major(k, tmp, y + n0 * s.c_out * c.pixels, cn, s.c_out, c.pixels);
+        for (int64_t g = 0; g < s.groups; ++g) {
+            gemm_batched(k, false, false, cout_g, P, ckk_g, w + g * cout_g * ckk_g, ckk_g, 0, col + g * ckk_g * columns,
+                         columns, P, y + (n0 * s.c_out + g * cout_g) * P, P, s.c_out * P, cn);
+        }
     }
 }
 
@@ -134,21 +159,15 @@ void conv2d_backward_input(const KernelContext &k, const ConvShape &s, const flo
                            float *dx) {
     const Chunking c = chunking(s);
     float *col = static_cast<float *>(k.workspace);
-    float *tmp = col + c.ckk * c.pixels * c.images;
-    const int64_t cout_g = s.c_out / s.groups, ckk_g = c.ckk / s.groups;
+    const int64_t cout_g = s.c_out / s.groups, ckk_g = c.ckk / s.groups, P = c.pixels;
     for (int64_t n0 = 0; n0 < s.n; n0 += c.images) {
-        const int64_t cn = std::min(c.images, s.n - n0), columns = cn * c.pixels;
-        const float *grad = dy + n0 * s.c_out * c.pixels;
-        if (cn > 1) {
-            to_channel_major(k, grad, tmp, cn, s.c_out, c.pixels);
-            grad = tmp;
+        const int64_t cn = std::min(c.images, s.n - n0), columns = cn * P;
+        for (int64_t g = 0; g < s.groups; ++g) {
+            gemm_batched(k, true, false, ckk_g, P, cout_g, w + g * cout_g * ckk_g, ckk_g, 0,
+                         dy + (n0 * s.c_out + g * cout_g) * P, P, s.c_out * P, col + g * ckk_g * columns, columns, P,
+                         cn);
         }
-        MatmulShape g = grouped(s, ckk_g, columns, cout_g, true, false);
-        g.a_batch_stride = cout_g * ckk_g, g.b_batch_stride = cout_g * columns, g.c_batch_stride = ckk_g * columns;
-        matmul(k, g, w, grad, col);
-        const int64_t total = cn * s.c_in * s.h * s.w;
-        col2im_kernel<<<blocks_for(total, k), kThreads, 0, k.stream>>>(s, col, n0, cn, dx);
-        check_launch("col2im");
+        col2im(k, s, col, n0, cn, dx);
     }
 }
 
@@ -156,20 +175,19 @@ void conv2d_backward_weight(const KernelContext &k, const ConvShape &s, const fl
                             float *dw) {
     const Chunking c = chunking(s);
     float *col = static_cast<float *>(k.workspace);
-    float *tmp = col + c.ckk * c.pixels * c.images;
-    const int64_t cout_g = s.c_out / s.groups, ckk_g = c.ckk / s.groups;
-    if (s.n == 0 || c.pixels == 0) return fill(k, dw, s.c_out * ckk_g, 0.0f);
+    float *partials = col + c.ckk * c.pixels * c.images;
+    const int64_t cout_g = s.c_out / s.groups, ckk_g = c.ckk / s.groups, P = c.pixels;
+    const int64_t count = s.c_out * ckk_g;
+    if (s.n == 0 || P == 0) return fill(k, dw, count, 0.0f);
     for (int64_t n0 = 0; n0 < s.n; n0 += c.images) {
-        const int64_t cn = std::min(c.images, s.n - n0), columns = cn * c.pixels;
-        const float *grad = dy + n0 * s.c_out * c.pixels;
-        if (cn > 1) {
-            to_channel_major(k, grad, tmp, cn, s.c_out, c.pixels);
-            grad = tmp;
-        }
+        const int64_t cn = std::min(c.images, s.n - n0), columns = cn * P;
         im2col(k, s, x, n0, cn, col);
-        MatmulShape g = grouped(s, cout_g, ckk_g, columns, false, true);
-        g.a_batch_stride = cout_g * columns, g.b_batch_stride = ckk_g * columns, g.c_batch_stride = cout_g * ckk_g;
-        matmul(k, g, grad, col, dw, n0 == 0 ? 0.0f : 1.0f);
+        for (int64_t g = 0; g < s.groups; ++g) {
+            gemm_batched(k, false, true, cout_g, ckk_g, P, dy + (n0 * s.c_out + g * cout_g) * P, P, s.c_out * P,
+                         col + g * ckk_g * columns, columns, P, partials + g * cout_g * ckk_g, ckk_g, count, cn);
+        }
+        sum_partials_kernel<<<blocks_for(count, k), kThreads, 0, k.stream>>>(partials, cn, count, dw, n0 > 0);
+        check_launch("conv2d_backward_weight (summing images)");
     }
 }
 
@@ -209,6 +227,20 @@ __global__ void max_pool_backward_kernel(PoolShape s, const float *x, const floa
             }
         }
         dx[idx] = sum;
+    }
+}
+
+// Windows that do not overlap: each output hands its gradient to its own
+// maximum (dx starts zeroed), one read of each window instead of a gather.
+__global__ void max_pool_backward_disjoint_kernel(PoolShape s, const float *x, const float *dy, float *dx) {
+    const int32_t out_w = int32_t(s.out_w), out_h = int32_t(s.out_h), plane_in = int32_t(s.h * s.w);
+    const int32_t total = int32_t(s.n * s.c * s.out_h * s.out_w);
+    const int32_t stride = int32_t(gridDim.x * blockDim.x);
+    for (int32_t idx = int32_t(blockIdx.x * blockDim.x + threadIdx.x); idx < total; idx += stride) {
+        const int32_t ox = idx % out_w, oy = idx / out_w % out_h, plane = idx / (out_w * out_h);
+        const float *in = x + int64_t(plane) * plane_in;
+        const int64_t at = window_argmax(s, in, oy, ox);
+        if (at >= 0) dx[int64_t(plane) * plane_in + at] = dy[idx];
     }
 }
 
@@ -260,6 +292,14 @@ void max_pool2d_forward(const KernelContext &k, const PoolShape &s, const float 
 }
 
 void max_pool2d_backward(const KernelContext &k, const PoolShape &s, const float *x, const float *dy, float *dx) {
+    const bool disjoint = s.stride_h >= s.dilation_h * (s.kh - 1) + 1 && s.stride_w >= s.dilation_w * (s.kw - 1) + 1;
+    if (disjoint && s.n * s.c * s.h * s.w < (int64_t(1) << 31)) {
+        fill(k, dx, s.n * s.c * s.h * s.w, 0.0f);
+        const int64_t outputs = s.n * s.c * s.out_h * s.out_w;
+        if (outputs == 0) return;
+        max_pool_backward_disjoint_kernel<<<blocks_for(outputs, k), kThreads, 0, k.stream>>>(s, x, dy, dx);
+        return check_launch("max_pool2d_backward");
+    }
     max_pool_backward_kernel<<<blocks_for(s.n * s.c * s.h * s.w, k), kThreads, 0, k.stream>>>(s, x, dy, dx);
     check_launch("max_pool2d_backward");
 }

@@ -155,31 +155,50 @@ __device__ float compute(const Op &op, const float *r, int64_t index, uint64_t r
     }
 }
 
-__global__ void fused_kernel(const unsigned char *program, int program_bytes, int64_t elements,
-                             const int32_t *abort, const uint64_t *run_index_ptr) {
-    if (abort && *abort) return;
-    extern __shared__ __align__(16) unsigned char image[];
-    for (int at = threadIdx.x * 8; at < program_bytes; at += blockDim.x * 8) {
-        *reinterpret_cast<uint64_t *>(image + at) = *reinterpret_cast<const uint64_t *>(program + at);
+// Index is int32_t when every group has fewer than 2^31 elements: 64-bit
+// division, which broadcast loads need per dim, costs several times more.
+template <class Index>
+__global__ void fused_kernel(const unsigned char *image, const FusedLaunch *table, int count, const int32_t *abort,
+                             const uint64_t *run_index_ptr) {
+    // The group of this block: the last whose first block is not after it.
+    int lo = 0, hi = count - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (table[mid].block_begin <= int64_t(blockIdx.x)) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    const FusedLaunch launch = table[lo];
+    if (launch.guarded && abort && *abort) return;
+    extern __shared__ __align__(16) unsigned char program[];
+    const unsigned char *source = image + launch.offset;
+    for (int at = threadIdx.x * 8; at < launch.bytes; at += blockDim.x * 8) {
+        *reinterpret_cast<uint64_t *>(program + at) = *reinterpret_cast<const uint64_t *>(source + at);
     }
     __syncthreads();
-    const Header &h = *reinterpret_cast<const Header *>(image);
-    const Op *ops = reinterpret_cast<const Op *>(image + sizeof(Header));
+    const Header &h = *reinterpret_cast<const Header *>(program);
+    const Op *ops = reinterpret_cast<const Op *>(program + sizeof(Header));
     const Store *stores = reinterpret_cast<const Store *>(ops + h.ops);
     const Load *loads = reinterpret_cast<const Load *>(stores + h.stores);
     const uint64_t run_index = run_index_ptr ? *run_index_ptr : 0;
     float r[kFusedRegisters];
-    const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < elements; i += stride) {
+    const Index elements = Index(launch.elements);
+    const Index stride = Index(launch.blocks) * Index(blockDim.x);
+    const Index first = Index(int64_t(blockIdx.x) - launch.block_begin) * Index(blockDim.x) + Index(threadIdx.x);
+    for (Index i = first; i < elements; i += stride) {
         for (int32_t k = 0; k < h.ops; ++k) {
             const Op &op = ops[k];
             if (op.kind == kLoad) {
                 const Load &load = loads[op.a];
-                int64_t offset = 0;
+                Index offset = 0;
                 if (load.mode == kContiguous) {
                     offset = i;
                 } else if (load.mode == kStrided) {
-                    for (int d = 0; d < h.rank; ++d) offset += (i / h.dense[d] % h.shape[d]) * load.strides[d];
+                    for (int d = 0; d < h.rank; ++d) {
+                        offset += (i / Index(h.dense[d]) % Index(h.shape[d])) * Index(load.strides[d]);
+                    }
                 }
                 r[op.dst] = load.ptr[offset];
             } else {
@@ -278,12 +297,21 @@ FusedProgram build_fused(const Fused &fused, const std::vector<const float *> &l
     return program;
 }
 
-void launch_fused(const KernelContext &k, const void *program, size_t program_bytes, int64_t elements,
-                  bool guarded, const uint64_t *run_index) {
-    if (elements == 0) return;
-    fused_kernel<<<blocks_for(elements, k), kThreads, program_bytes, k.stream>>>(
-        static_cast<const unsigned char *>(program), int(program_bytes), elements, guarded ? k.abort : nullptr,
-        run_index);
+int64_t fused_blocks(int64_t elements) {
+    constexpr int64_t kMaxBlocks = 132 * 16;  // a few waves of an H100; threads loop beyond
+    return std::clamp<int64_t>((elements + kThreads - 1) / kThreads, 1, kMaxBlocks);
+}
+
+void launch_fused_batch(const KernelContext &k, const unsigned char *image, const FusedLaunch *table, int count,
+                        int64_t total_blocks, size_t max_program_bytes, bool int32_index, const uint64_t *run_index) {
+    if (count == 0 || total_blocks == 0) return;
+    if (int32_index) {
+        fused_kernel<int32_t><<<unsigned(total_blocks), kThreads, max_program_bytes, k.stream>>>(image, table, count,
+                                                                                                k.abort, run_index);
+    } else {
+        fused_kernel<int64_t><<<unsigned(total_blocks), kThreads, max_program_bytes, k.stream>>>(image, table, count,
+                                                                                                k.abort, run_index);
+    }
     check_launch("fused elementwise kernel");
 }
 

@@ -147,10 +147,18 @@ struct PlanState {
     bool errors_pending = false;      // a copy was queued since the last report
     bool checks = false, dropout = false;
 
-    std::vector<size_t> program_offsets;  // by step, into a set's programs
-    std::vector<size_t> program_sizes;
-    std::vector<int64_t> program_elements;
-    std::vector<bool> program_guarded;
+    // Fused steps run in batches of independent neighbours; `batch_of`
+    // names each fused step's batch, launched at its first step.
+    struct Batch {
+        size_t first_step = 0;
+        size_t table_offset = 0;  // of its FusedLaunch table in a set's image
+        int count = 0;
+        int64_t blocks = 0;
+        size_t max_program_bytes = 0;
+        bool int32_index = true;
+    };
+    std::vector<Batch> batches;
+    std::vector<int> batch_of;
 
     bool use_graph = true;
     cudaStream_t capture = nullptr;   // private: nothing else can be captured by accident
@@ -214,31 +222,83 @@ public:
         return key;
     }
 
-    // Builds every fused step's program and uploads them (synchronously:
-    // this happens once per plan, or when bound addresses change).
+    // Builds every fused step's program, batches independent neighbours,
+    // and uploads programs and batch tables (synchronously: this happens
+    // once per slot set, or when bound addresses change).
     void build_programs(Context &ctx) {
         std::vector<unsigned char> image;
-        st_.program_offsets.assign(plan_.steps.size(), SIZE_MAX);
-        st_.program_sizes.assign(plan_.steps.size(), 0);
-        st_.program_elements.assign(plan_.steps.size(), 0);
-        st_.program_guarded.assign(plan_.steps.size(), false);
+        st_.batches.clear();
+        st_.batch_of.assign(plan_.steps.size(), -1);
+        std::vector<std::vector<FusedLaunch>> tables;
+        // Byte ranges the current batch reads and writes.
+        std::vector<std::pair<uintptr_t, uintptr_t>> reads, writes;
+        auto overlaps = [](const std::vector<std::pair<uintptr_t, uintptr_t>> &ranges, uintptr_t lo, uintptr_t hi) {
+            for (const auto &r : ranges) {
+                if (lo < r.second && r.first < hi) return true;
+            }
+            return false;
+        };
+        bool open = false;
         for (size_t i = 0; i < plan_.steps.size(); ++i) {
             const Step &step = plan_.steps[i];
-            if (step.kind != StepKind::Fused) continue;
+            if (step.kind != StepKind::Fused) {
+                open = false;
+                continue;
+            }
             std::vector<const float *> loads;
             std::vector<float *> stores;
+            std::vector<std::pair<uintptr_t, uintptr_t>> my_reads, my_writes;
             bool writes_variables = false;
-            for (const TensorRef &ref : step.fused->loads) loads.push_back(reinterpret_cast<const float *>(address(ref)));
+            for (const TensorRef &ref : step.fused->loads) {
+                loads.push_back(reinterpret_cast<const float *>(address(ref)));
+                auto lo = reinterpret_cast<uintptr_t>(loads.back());
+                my_reads.emplace_back(lo, lo + byte_size(ref));
+            }
             for (const auto &store : step.fused->stores) {
                 stores.push_back(reinterpret_cast<float *>(address(store.second)));
+                auto lo = reinterpret_cast<uintptr_t>(stores.back());
+                my_writes.emplace_back(lo, lo + byte_size(store.second));
                 writes_variables |= store.second.storage == Storage::Variable;
             }
+            // Joins the open batch unless it touches what the batch writes, or
+            // writes what the batch reads (its blocks run in any order).
+            bool independent = open;
+            for (const auto &r : my_reads) independent = independent && !overlaps(writes, r.first, r.second);
+            for (const auto &w : my_writes) {
+                independent = independent && !overlaps(writes, w.first, w.second) && !overlaps(reads, w.first, w.second);
+            }
+            if (!independent) {
+                st_.batches.emplace_back();
+                st_.batches.back().first_step = i;
+                tables.emplace_back();
+                reads.clear();
+                writes.clear();
+                open = true;
+            }
+            reads.insert(reads.end(), my_reads.begin(), my_reads.end());
+            writes.insert(writes.end(), my_writes.begin(), my_writes.end());
             FusedProgram program = build_fused(*step.fused, loads, stores, writes_variables);
-            st_.program_offsets[i] = image.size();
-            st_.program_sizes[i] = program.bytes.size();
-            st_.program_elements[i] = program.elements;
-            st_.program_guarded[i] = writes_variables && st_.checks;
+            PlanState::Batch &batch = st_.batches.back();
+            FusedLaunch launch{};
+            launch.offset = image.size();
+            launch.bytes = int32_t(program.bytes.size());
+            launch.guarded = writes_variables && st_.checks;
+            launch.elements = program.elements;
+            launch.block_begin = batch.blocks;
+            launch.blocks = fused_blocks(program.elements);
+            batch.blocks += launch.blocks;
+            batch.count += 1;
+            batch.max_program_bytes = std::max(batch.max_program_bytes, program.bytes.size());
+            batch.int32_index = batch.int32_index && program.elements < (int64_t(1) << 31);
+            tables.back().push_back(launch);
+            st_.batch_of[i] = int(st_.batches.size() - 1);
             image.insert(image.end(), program.bytes.begin(), program.bytes.end());
+        }
+        for (size_t b = 0; b < tables.size(); ++b) {
+            image.resize((image.size() + 15) / 16 * 16, 0);
+            st_.batches[b].table_offset = image.size();
+            const auto *bytes = reinterpret_cast<const unsigned char *>(tables[b].data());
+            image.insert(image.end(), bytes, bytes + tables[b].size() * sizeof(FusedLaunch));
         }
         if (image.empty()) return;
         if (image.size() > set_.programs_capacity) {
@@ -258,10 +318,15 @@ public:
                     copy_bytes(k, address(step.output), address(step.inputs[0]), byte_size(step.output),
                                st_.checks && step.output.storage == Storage::Variable);
                     break;
-                case StepKind::Fused:
-                    launch_fused(k, static_cast<char *>(set_.programs) + st_.program_offsets[i], st_.program_sizes[i],
-                                 st_.program_elements[i], st_.program_guarded[i], set_.run_index);
+                case StepKind::Fused: {
+                    const PlanState::Batch &batch = st_.batches[size_t(st_.batch_of[i])];
+                    if (batch.first_step != i) break;  // launched with its batch
+                    const auto *image = static_cast<const unsigned char *>(set_.programs);
+                    launch_fused_batch(k, image, reinterpret_cast<const FusedLaunch *>(image + batch.table_offset),
+                                       batch.count, batch.blocks, batch.max_program_bytes, batch.int32_index,
+                                       set_.run_index);
                     break;
+                }
                 case StepKind::Kernel:
                     if (element_count(step.output.shape) != 0) kernel(k, step);
                     break;

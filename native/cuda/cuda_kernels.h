@@ -61,14 +61,34 @@ constexpr int kFusedRegisters = 40;
 void check_fused(const Fused &fused, const char *origin);
 FusedProgram build_fused(const Fused &fused, const std::vector<const float *> &loads,
                          const std::vector<float *> &stores, bool writes_variables);
-// `program` is the device copy of build_fused's bytes; `run_index` is device memory.
-void launch_fused(const KernelContext &k, const void *program, size_t program_bytes, int64_t elements,
-                  bool guarded, const uint64_t *run_index);
+// One group's place in a batched launch: independent groups that follow
+// each other in a plan (the optimizer updates of every parameter, say) run
+// as one kernel, each on its own range of blocks.
+struct FusedLaunch {
+    uint64_t offset;      // of the group's program in the image
+    int32_t bytes;        // its size
+    int32_t guarded;      // skipped once the run found a data error (it writes variables)
+    int64_t elements;
+    int64_t block_begin;  // its first block in the batch
+    int64_t blocks;
+};
+// Blocks a group of `elements` gets.
+int64_t fused_blocks(int64_t elements);
+// Runs `count` groups described by `table` (device memory, inside `image`,
+// which holds their programs). `run_index` is device memory.
+void launch_fused_batch(const KernelContext &k, const unsigned char *image, const FusedLaunch *table, int count,
+                        int64_t total_blocks, size_t max_program_bytes, bool int32_index, const uint64_t *run_index);
 
 // ---- Matrix products (cuBLAS) ---------------------------------------------
 
 void matmul(const KernelContext &k, const MatmulShape &s, const float *a, const float *b, float *c,
             float beta = 0.0f);
+// Row-major C[i] (m x n, leading dim ldc) = op(A[i]) op(B[i]) + beta C[i] for
+// i < batch, each operand `stride_*` elements after the previous one: any
+// leading dims, so strided views need no copies.
+void gemm_batched(const KernelContext &k, bool ta, bool tb, int64_t m, int64_t n, int64_t kk, const float *a,
+                  int64_t lda, int64_t stride_a, const float *b, int64_t ldb, int64_t stride_b, float *c, int64_t ldc,
+                  int64_t stride_c, int64_t batch, float beta = 0.0f);
 void matmul_step(const KernelContext &k, const Step &step, const float *a, const float *b, float *c);
 
 // ---- Convolution and pooling ----------------------------------------------

@@ -1,6 +1,8 @@
 // Data movement on the GPU: one strided-copy kernel serves permute,
 // broadcast, slice, pad and concat (the executor expresses each as strides
 // over an index space), plus fills and guarded copies.
+#include <algorithm>
+
 #include "cuda_kernels.h"
 #include "error.h"
 
@@ -15,16 +17,18 @@ struct Strides {
     int64_t src[FM_MAX_RANK], dst[FM_MAX_RANK];
 };
 
-template <class T>
-__global__ void strided_copy_kernel(Strides s, int64_t total, const T *src, T *dst) {
-    const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-    for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += stride) {
-        int64_t rest = idx, from = 0, to = 0;
+// I is int32_t when source and destination have fewer than 2^31
+// elements (64-bit division costs several times more).
+template <class T, class I>
+__global__ void strided_copy_kernel(Strides s, I total, const T *src, T *dst) {
+    const I stride = I(gridDim.x) * I(blockDim.x);
+    for (I idx = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); idx < total; idx += stride) {
+        I rest = idx, from = 0, to = 0;
         for (int d = s.rank - 1; d >= 0; --d) {
-            const int64_t at = rest % s.dims[d];
-            rest /= s.dims[d];
-            from += at * s.src[d];
-            to += at * s.dst[d];
+            const I at = rest % I(s.dims[d]);
+            rest /= I(s.dims[d]);
+            from += at * I(s.src[d]);
+            to += at * I(s.dst[d]);
         }
         dst[to] = src[from];
     }
@@ -45,8 +49,20 @@ __global__ void guarded_copy_kernel(const uint32_t *src, uint32_t *dst, int64_t 
 
 template <class T>
 void launch(const KernelContext &k, const Strides &s, int64_t total, const void *src, void *dst) {
-    strided_copy_kernel<T><<<blocks_for(total, k), kThreads, 0, k.stream>>>(s, total, static_cast<const T *>(src),
-                                                                            static_cast<T *>(dst));
+    // The largest offset either side reaches bounds the index type.
+    int64_t src_reach = 1, dst_reach = 1;
+    for (int d = 0; d < s.rank; ++d) {
+        src_reach += (s.dims[d] - 1) * s.src[d];
+        dst_reach += (s.dims[d] - 1) * s.dst[d];
+    }
+    const int64_t reach = std::max({total, src_reach, dst_reach});
+    const auto *from = static_cast<const T *>(src);
+    auto *to = static_cast<T *>(dst);
+    if (reach < (int64_t(1) << 31)) {
+        strided_copy_kernel<T, int32_t><<<blocks_for(total, k), kThreads, 0, k.stream>>>(s, int32_t(total), from, to);
+    } else {
+        strided_copy_kernel<T, int64_t><<<blocks_for(total, k), kThreads, 0, k.stream>>>(s, total, from, to);
+    }
 }
 
 }  // namespace

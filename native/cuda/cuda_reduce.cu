@@ -54,11 +54,14 @@ int64_t slices_for(const Geometry &g) {
     return std::clamp<int64_t>(std::min(want, g.length / kMinSlice), 1, 256);
 }
 
-__device__ int64_t offset_of(int64_t index, int rank, const int64_t *dims, const int64_t *strides) {
-    int64_t offset = 0;
+// I is int32_t when the input has fewer than 2^31 elements (64-bit
+// division costs several times more).
+template <class I>
+__device__ I offset_of(I index, int rank, const int64_t *dims, const int64_t *strides) {
+    I offset = 0;
     for (int d = rank - 1; d >= 0; --d) {
-        offset += index % dims[d] * strides[d];
-        index /= dims[d];
+        offset += index % I(dims[d]) * I(strides[d]);
+        index /= I(dims[d]);
     }
     return offset;
 }
@@ -85,15 +88,15 @@ struct Fold<Reduction::Min> {
     __device__ static Acc merge(Acc a, Acc b) { return add(a, b); }
 };
 
-template <Reduction Kind>
+template <Reduction Kind, class I>
 __global__ void reduce_per_thread(Geometry g, const float *x, float *y) {
     using F = Fold<Kind>;
     const int64_t stride = int64_t(gridDim.x) * blockDim.x;
     for (int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; o < g.outputs; o += stride) {
-        const float *base = x + offset_of(o, g.kept_rank, g.kept, g.kept_strides);
+        const float *base = x + offset_of<I>(I(o), g.kept_rank, g.kept, g.kept_strides);
         typename F::Acc acc = F::identity();
-        for (int64_t j = 0; j < g.length; ++j) {
-            acc = F::add(acc, base[offset_of(j, g.reduced_rank, g.reduced, g.reduced_strides)]);
+        for (I j = 0; j < I(g.length); ++j) {
+            acc = F::add(acc, base[offset_of<I>(j, g.reduced_rank, g.reduced, g.reduced_strides)]);
         }
         y[o] = float(acc);
     }
@@ -101,7 +104,7 @@ __global__ void reduce_per_thread(Geometry g, const float *x, float *y) {
 
 // Block (o, slice) folds inputs [slice * per_slice, ...) of output o; with
 // one slice it writes y, else its partial.
-template <Reduction Kind>
+template <Reduction Kind, class I>
 __global__ void reduce_per_block(Geometry g, int64_t slices, const float *x, float *y,
                                  typename Fold<Kind>::Acc *partials) {
     using F = Fold<Kind>;
@@ -110,10 +113,10 @@ __global__ void reduce_per_block(Geometry g, int64_t slices, const float *x, flo
     const int64_t o = blockIdx.x, slice = blockIdx.y;
     const int64_t per_slice = (g.length + slices - 1) / slices;
     const int64_t begin = slice * per_slice, end = min(g.length, begin + per_slice);
-    const float *base = x + offset_of(o, g.kept_rank, g.kept, g.kept_strides);
+    const float *base = x + offset_of<I>(I(o), g.kept_rank, g.kept, g.kept_strides);
     Acc acc = F::identity();
-    for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
-        acc = F::add(acc, base[offset_of(j, g.reduced_rank, g.reduced, g.reduced_strides)]);
+    for (I j = I(begin) + I(threadIdx.x); j < I(end); j += I(blockDim.x)) {
+        acc = F::add(acc, base[offset_of<I>(j, g.reduced_rank, g.reduced, g.reduced_strides)]);
     }
     lanes[threadIdx.x] = acc;
     __syncthreads();
@@ -141,17 +144,17 @@ __global__ void combine_partials(int64_t outputs, int64_t slices, const typename
     }
 }
 
-template <Reduction Kind>
+template <Reduction Kind, class I>
 void run_reduce(const KernelContext &k, const Geometry &g, const float *x, float *y) {
     using Acc = typename Fold<Kind>::Acc;
     const int64_t slices = slices_for(g);
     if (slices == 0) {
-        reduce_per_thread<Kind><<<blocks_for(g.outputs, k), kThreads, 0, k.stream>>>(g, x, y);
+        reduce_per_thread<Kind, I><<<blocks_for(g.outputs, k), kThreads, 0, k.stream>>>(g, x, y);
         return check_launch("reduce");
     }
     Acc *partials = static_cast<Acc *>(k.workspace);
     dim3 grid(unsigned(g.outputs), unsigned(slices));
-    reduce_per_block<Kind><<<grid, kThreads, 0, k.stream>>>(g, slices, x, y, partials);
+    reduce_per_block<Kind, I><<<grid, kThreads, 0, k.stream>>>(g, slices, x, y, partials);
     check_launch("reduce");
     if (slices > 1) {
         combine_partials<Kind><<<blocks_for(g.outputs, k), kThreads, 0, k.stream>>>(g.outputs, slices, partials, y);
@@ -241,10 +244,14 @@ void reduce(const KernelContext &k, Reduction kind, const Shape &shape, uint32_t
             float *y) {
     Geometry g = geometry(shape, axes_mask);
     if (g.outputs == 0) return;
+    const bool small = g.outputs * g.length < (int64_t(1) << 31);
     switch (kind) {
-        case Reduction::Sum: return run_reduce<Reduction::Sum>(k, g, x, y);
-        case Reduction::Max: return run_reduce<Reduction::Max>(k, g, x, y);
-        case Reduction::Min: return run_reduce<Reduction::Min>(k, g, x, y);
+        case Reduction::Sum:
+            return small ? run_reduce<Reduction::Sum, int32_t>(k, g, x, y) : run_reduce<Reduction::Sum, int64_t>(k, g, x, y);
+        case Reduction::Max:
+            return small ? run_reduce<Reduction::Max, int32_t>(k, g, x, y) : run_reduce<Reduction::Max, int64_t>(k, g, x, y);
+        case Reduction::Min:
+            return small ? run_reduce<Reduction::Min, int32_t>(k, g, x, y) : run_reduce<Reduction::Min, int64_t>(k, g, x, y);
     }
 }
 

@@ -766,6 +766,19 @@ typedef struct fm_feed {
 fm_status fm_exec_run(fm_exec exec, const fm_feed *feeds, size_t num_feeds, const fm_value *fetches,
                       size_t num_fetches, fm_tensor *out_tensors, fm_stream stream);
 
+/** Waits for the runs queued so far and returns the data error one of them
+ *  found (FM_ERR_OUT_OF_RANGE: an index or label outside its range).
+ *
+ *  On a GPU, fm_exec_run with stream 0 queues the run on the device's
+ *  internal queue and returns once its feeds have been consumed (so they
+ *  may be overwritten at once), before the device has finished: reading a
+ *  fetched tensor or a variable waits for it. An index out of range found by
+ *  the device cannot stop the call that queued it; that run skips its
+ *  assignments (variables stay as they were) and the error is returned by
+ *  this function or by the executable's next run. The CPU finishes every
+ *  run before returning, and fm_exec_run itself returns such errors. */
+fm_status fm_exec_synchronize(fm_exec exec);
+
 /** The shape of variable `name`: out_dims (room for FM_MAX_RANK), *out_rank.
  *  Errors: FM_ERR_INVALID_ARGUMENT if there is no such variable. */
 fm_status fm_exec_variable_shape(int64_t *out_dims, size_t *out_rank, fm_exec exec, const char *name);

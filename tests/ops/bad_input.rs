@@ -1,7 +1,9 @@
 //! Graph-level misuse: each gives the documented error with a message that
 //! names what is wrong; none crashes, and a failed run changes nothing.
 
-use ferrometal::{sys, Attrs, DType, Error, Graph, Optimizer, Reduction, Tensor, BATCH};
+use ferrometal::{
+    sys, Attrs, DType, Error, Exec, Graph, Optimizer, Reduction, Tensor, Value, BATCH,
+};
 
 use crate::harness::devices;
 
@@ -372,7 +374,7 @@ fn feeds_that_do_not_fit_are_refused_and_change_nothing() {
         for bad in [9, 4, -1] {
             let labels_bad = Tensor::from_slice(&device, &[2], &[0i32, bad]).unwrap();
             let error = assert_error!(
-                exec.run(&[(x, &xs), (labels, &labels_bad)], &[loss, step]),
+                run_checked(&mut exec, &[(x, &xs), (labels, &labels_bad)], &[loss, step]),
                 Error::OutOfRange(_),
                 "label",
             );
@@ -409,6 +411,18 @@ fn feeds_that_do_not_fit_are_refused_and_change_nothing() {
     }
 }
 
+/// A run and then its data errors: on the CPU `run` reports them itself; a
+/// GPU finds them after queueing, and `synchronize` reports them.
+fn run_checked(
+    exec: &mut Exec,
+    feeds: &[(Value<'_>, &Tensor)],
+    fetches: &[Value<'_>],
+) -> ferrometal::Result<Vec<Tensor>> {
+    let out = exec.run(feeds, fetches)?;
+    exec.synchronize()?;
+    Ok(out)
+}
+
 #[test]
 fn indices_out_of_range_at_run_time() {
     for device in devices() {
@@ -422,9 +436,15 @@ fn indices_out_of_range_at_run_time() {
         let mut exec = g.compile(&device).unwrap();
         for bad in [3, -1] {
             let is = Tensor::from_slice(&device, &[3], &[0i32, bad, 1]).unwrap();
-            let error = assert_error!(exec.run(&[(i, &is)], &[rows]), Error::OutOfRange(_));
+            let error = assert_error!(
+                run_checked(&mut exec, &[(i, &is)], &[rows]),
+                Error::OutOfRange(_)
+            );
             assert!(error.message().contains(&bad.to_string()), "{error:?}");
-            let error = assert_error!(exec.run(&[(i, &is)], &[hot]), Error::OutOfRange(_));
+            let error = assert_error!(
+                run_checked(&mut exec, &[(i, &is)], &[hot]),
+                Error::OutOfRange(_)
+            );
             assert!(error.message().contains(&bad.to_string()), "{error:?}");
         }
         let good = Tensor::from_slice(&device, &[2], &[2i32, 0]).unwrap();
