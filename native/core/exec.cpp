@@ -1,5 +1,7 @@
 #include "exec.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "dtype.h"
@@ -92,6 +94,9 @@ Exec::Compiled &Exec::compiled(const std::vector<Feed> &feeds, const std::vector
 
     auto entry = std::make_unique<Compiled>();
     entry->plan = make_plan(*graph_, shapes, fed, fetches);
+    if (const char *print = std::getenv("FERROMETAL_PRINT_PLANS"); print && *print && *print != '0') {
+        print_plan(entry->plan, stderr);
+    }
     if (device_->iface().exec.compile) entry->ctx = device_->iface().exec.compile(device_->ctx(), entry->plan);
     entry->arena = std::make_shared<Buffer>(device_, FM_DTYPE_U8, entry->plan.arena_bytes);
     entry->scalars = std::make_shared<Buffer>(device_, FM_DTYPE_F32, entry->plan.scalars.size());

@@ -2,6 +2,9 @@
 // rate and the step count are scalar variables, so changing them needs no
 // recompilation; every update is elementwise and fuses per parameter.
 #include <cmath>
+#include <functional>
+#include <map>
+#include <string>
 
 #include "builder.h"
 #include "error.h"
@@ -35,6 +38,27 @@ public:
 
     void update(uint32_t p, uint32_t grad);
 
+    // Scalars every parameter's update shares, built once (not once per
+    // parameter), so the plan computes them once.
+    uint32_t first_step() {
+        if (!first_) first_ = prim(Prim::Equal, {step, scalar(0.0)}) + 1;
+        return first_ - 1;
+    }
+    // 1 - beta^t, the bias correction of Adam-style moments.
+    uint32_t correction(double beta) {
+        auto found = corrections_.find(beta);
+        if (found != corrections_.end()) return found->second;
+        return corrections_[beta] = sub(scalar(1.0), power(beta, t));
+    }
+    uint32_t shared(const std::string &key, const std::function<uint32_t()> &make) {
+        auto found = shared_.find(key);
+        if (found != shared_.end()) return found->second;
+        return shared_[key] = make();
+    }
+    uint32_t first_ = 0;  // index + 1, 0 until built
+    std::map<double, uint32_t> corrections_;
+    std::map<std::string, uint32_t> shared_;
+
     fm_optimizer o;
     std::string prefix;
     uint32_t lr = 0, step = 0, t = 0, mu_t = 0, mu_next = 0, mu_product = 0;
@@ -54,7 +78,7 @@ void Optimizer::update(uint32_t p, uint32_t grad) {
             if (o.momentum != 0.0) {
                 uint32_t buffer = state(name, "momentum_buffer", shape, 0.0);
                 // The first step takes the gradient itself, as PyTorch does.
-                uint32_t first = prim(Prim::Equal, {step, scalar(0.0)});
+                uint32_t first = first_step();
                 uint32_t blended = add(mul(buffer, o.momentum), mul(gr, 1.0 - o.dampening));
                 uint32_t next = assign(buffer, where(first, gr, blended));
                 direction = o.nesterov ? add(gr, mul(next, o.momentum)) : next;
@@ -72,10 +96,10 @@ void Optimizer::update(uint32_t p, uint32_t grad) {
             uint32_t v0 = state(name, "exp_avg_sq", shape, 0.0);
             uint32_t m = assign(m0, add(mul(m0, o.beta1), mul(gr, 1.0 - o.beta1)));
             uint32_t v = assign(v0, add(mul(v0, o.beta2), mul(mul(gr, gr), 1.0 - o.beta2)));
-            uint32_t bias1 = sub(scalar(1.0), power(o.beta1, t));
-            uint32_t bias2 = sub(scalar(1.0), power(o.beta2, t));
-            uint32_t denom = add(div(sqrt(v), sqrt(bias2)), o.eps);
-            uint32_t next = sub(base, div(mul(div(lr, bias1), m), denom));
+            uint32_t root_bias2 = shared("sqrt(bias2)", [&] { return sqrt(correction(o.beta2)); });
+            uint32_t step_size = shared("lr/bias1", [&] { return div(lr, correction(o.beta1)); });
+            uint32_t denom = add(div(sqrt(v), root_bias2), o.eps);
+            uint32_t next = sub(base, div(mul(step_size, m), denom));
             tokens.push_back(prim(Prim::Assign, {p, next}));
             return;
         }
@@ -119,11 +143,15 @@ void Optimizer::update(uint32_t p, uint32_t grad) {
             uint32_t v0 = state(name, "exp_avg_sq", shape, 0.0);
             uint32_t m = assign(m0, add(mul(m0, o.beta1), mul(gr, 1.0 - o.beta1)));
             uint32_t v = assign(v0, add(mul(v0, o.beta2), mul(mul(gr, gr), 1.0 - o.beta2)));
-            uint32_t bias2 = sub(scalar(1.0), power(o.beta2, t));
-            uint32_t denom = add(sqrt(div(v, bias2)), o.eps);
-            uint32_t one = scalar(1.0);
-            uint32_t grad_weight = div(mul(sub(one, mu_t), lr), sub(one, mu_product));
-            uint32_t m_weight = div(mul(mu_next, lr), sub(one, mul(mu_product, mu_next)));
+            uint32_t denom = add(sqrt(div(v, correction(o.beta2))), o.eps);
+            uint32_t grad_weight = shared("nadam.grad_weight", [&] {
+                uint32_t one = scalar(1.0);
+                return div(mul(sub(one, mu_t), lr), sub(one, mu_product));
+            });
+            uint32_t m_weight = shared("nadam.m_weight", [&] {
+                uint32_t one = scalar(1.0);
+                return div(mul(mu_next, lr), sub(one, mul(mu_product, mu_next)));
+            });
             delta = add(mul(grad_weight, div(gr, denom)), mul(m_weight, div(m, denom)));
             break;
         }

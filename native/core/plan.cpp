@@ -156,13 +156,28 @@ void Planner::schedule() {
 void Planner::form_groups() {
     group_of.assign(g.size(), -1);
     std::vector<bool> sealed;
+    std::vector<size_t> position(g.size(), 0);  // in the schedule
+    for (size_t i = 0; i < order.size(); ++i) position[order[i]] = i;
     for (uint32_t v : order) {
         const Node &node = g.node(v);
         if (prim_is_elementwise(node.prim)) {
+            // Every open group of this shape among the inputs joins one: an
+            // open group has only elementwise consumers so far, so merging
+            // two cannot order anything before what it depends on.
             int32_t chosen = -1;
             for (uint32_t input : node.inputs) {
                 int32_t group = group_of[input];
-                if (group >= 0 && !sealed[group] && shapes[input] == shapes[v]) chosen = group;
+                if (group < 0 || sealed[group] || shapes[input] != shapes[v] || group == chosen) continue;
+                if (chosen < 0) {
+                    chosen = group;
+                    continue;
+                }
+                for (uint32_t member : groups[group]) group_of[member] = chosen;
+                groups[chosen].insert(groups[chosen].end(), groups[group].begin(), groups[group].end());
+                std::sort(groups[chosen].begin(), groups[chosen].end(),
+                          [&](uint32_t a, uint32_t b) { return position[a] < position[b]; });
+                groups[group].clear();
+                sealed[group] = true;
             }
             if (chosen < 0) {
                 chosen = int32_t(groups.size());
@@ -481,6 +496,41 @@ Plan Planner::run() {
 Plan make_plan(const Graph &graph, const std::vector<Shape> &feed_shapes, const std::vector<bool> &fed,
                const std::vector<uint32_t> &fetches) {
     return Planner(graph, feed_shapes, fed, fetches).run();
+}
+
+namespace {
+
+std::string describe(const TensorRef &ref) {
+    static const char *const kStorage[] = {"arena", "var", "const", "feed", "out", "scalar"};
+    std::string text = std::string(kStorage[int(ref.storage)]) + std::to_string(ref.index);
+    if (ref.storage == Storage::Arena) text = "arena@" + std::to_string(ref.offset);
+    return text + to_string(ref.shape);
+}
+
+}  // namespace
+
+void print_plan(const Plan &plan, std::FILE *out) {
+    std::fprintf(out, "plan: %zu steps, arena %zu bytes (%zu unshared)\n", plan.steps.size(), plan.arena_bytes,
+                 plan.unshared_bytes);
+    for (size_t i = 0; i < plan.steps.size(); ++i) {
+        const Step &step = plan.steps[i];
+        std::string text;
+        if (step.kind == StepKind::Fused) {
+            text = "fused " + to_string(step.fused->shape) + " [";
+            for (size_t k = 0; k < step.fused->code.size(); ++k) {
+                text += (k ? " " : "") + std::string(prim_name(step.fused->code[k].prim));
+            }
+            text += "] loads";
+            for (const TensorRef &ref : step.fused->loads) text += " " + describe(ref);
+            text += " stores";
+            for (const auto &store : step.fused->stores) text += " " + describe(store.second);
+        } else {
+            text = std::string(step.kind == StepKind::Copy ? "copy" : prim_name(step.prim));
+            for (const TensorRef &ref : step.inputs) text += " " + describe(ref);
+            text += " -> " + describe(step.output);
+        }
+        std::fprintf(out, "%4zu %-12s %s\n", i, step.origin, text.c_str());
+    }
 }
 
 }  // namespace fm

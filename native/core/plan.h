@@ -3,6 +3,7 @@
 // Backends execute plans; they never see the graph.
 #pragma once
 
+#include <cstdio>
 #include <memory>
 #include <vector>
 
@@ -71,5 +72,9 @@ struct Plan {
 // not fit, and FM_ERR_INVALID_ARGUMENT for a needed placeholder not fed.
 Plan make_plan(const Graph &graph, const std::vector<Shape> &feed_shapes,
                const std::vector<bool> &fed, const std::vector<uint32_t> &fetches);
+
+// One line per step (kind, primitive or fused members, shapes, storage), for
+// FERROMETAL_PRINT_PLANS=1 and for reading what the planner did.
+void print_plan(const Plan &plan, std::FILE *out);
 
 }  // namespace fm
