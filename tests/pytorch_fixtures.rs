@@ -2,18 +2,19 @@
 //! bench/make_fixtures.py, committed) holds a model's exact initial weights,
 //! the batches of a few steps, PyTorch's loss at every step and the weights
 //! (and BatchNorm running statistics) after the last one. Here the same model
-//! is built with the Graph API, stepped on the CPU with the same optimizer
+//! is built with the Graph API, stepped on every graph device with the same optimizer
 //! settings, and compared.
 //!
 //! Tolerance: |ferrometal - pytorch| <= 1e-5 * max(1, |pytorch|) for every
 //! loss and every final element, everywhere. No case needs a looser bound.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use ferrometal::{
-    Conv2d, DType, Device, Graph, Optimizer, Pool2d, Reduction, Tensor, Value, BATCH,
-};
+use ferrometal::{Conv2d, DType, Graph, Optimizer, Pool2d, Reduction, Tensor, Value, BATCH};
 use serde::Deserialize;
 
 const TOLERANCE: f64 = 1e-5;
@@ -245,50 +246,51 @@ fn check(name: &str) {
     let pairs: Vec<_> = params.iter().copied().zip(grads).collect();
     let step = g.optimizer(&optimizer(&fx.optimizer), &pairs).unwrap();
 
-    let device = Device::cpu().unwrap();
-    let mut exec = g.compile(&device).unwrap();
-    let mut failures = Vec::new();
-    let mut worst = 0.0f64;
-    let mut note = |what: String, got: f32, want: f32| {
-        let err = (got as f64 - want as f64).abs() / (want as f64).abs().max(1.0);
-        worst = worst.max(err);
-        if !close(got, want) {
-            failures.push(format!(
-                "{what}: got {got:e}, PyTorch {want:e} (error {err:.2e})"
-            ));
+    for device in common::graph_devices() {
+        let mut exec = g.compile(&device).unwrap();
+        let mut failures = Vec::new();
+        let mut worst = 0.0f64;
+        let mut note = |what: String, got: f32, want: f32| {
+            let err = (got as f64 - want as f64).abs() / (want as f64).abs().max(1.0);
+            worst = worst.max(err);
+            if !close(got, want) {
+                failures.push(format!(
+                    "{what}: got {got:e}, PyTorch {want:e} (error {err:.2e})"
+                ));
+            }
+        };
+        for i in 0..fx.steps {
+            let xs = Tensor::from_slice(&device, &fx.inputs.shape, &fx.inputs.steps[i]).unwrap();
+            let ys = Tensor::from_slice(&device, &[fx.labels[i].len()], &fx.labels[i]).unwrap();
+            let out = exec
+                .run(&[(x, &xs), (y, &ys)], &[loss, step])
+                .unwrap_or_else(|e| panic!("{name}: step {i} failed: {e}"));
+            note(
+                format!("loss of step {i}"),
+                out[0].scalar().unwrap(),
+                fx.losses[i],
+            );
         }
-    };
-    for i in 0..fx.steps {
-        let xs = Tensor::from_slice(&device, &fx.inputs.shape, &fx.inputs.steps[i]).unwrap();
-        let ys = Tensor::from_slice(&device, &[fx.labels[i].len()], &fx.labels[i]).unwrap();
-        let out = exec
-            .run(&[(x, &xs), (y, &ys)], &[loss, step])
-            .unwrap_or_else(|e| panic!("{name}: step {i} failed: {e}"));
-        note(
-            format!("loss of step {i}"),
-            out[0].scalar().unwrap(),
-            fx.losses[i],
+        for t in fx.parameters.iter().chain(&fx.buffers) {
+            let got = exec.read_variable(&t.name).unwrap();
+            assert_eq!(got.len(), t.last.len(), "{name}: size of {}", t.name);
+            for (j, (&a, &b)) in got.iter().zip(&t.last).enumerate() {
+                note(format!("final {}[{j}]", t.name), a, b);
+            }
+        }
+        eprintln!(
+            "{name} (PyTorch {}): worst relative error {worst:.2e}",
+            fx.torch_version
         );
-    }
-    for t in fx.parameters.iter().chain(&fx.buffers) {
-        let got = exec.read_variable(&t.name).unwrap();
-        assert_eq!(got.len(), t.last.len(), "{name}: size of {}", t.name);
-        for (j, (&a, &b)) in got.iter().zip(&t.last).enumerate() {
-            note(format!("final {}[{j}]", t.name), a, b);
-        }
-    }
-    eprintln!(
-        "{name} (PyTorch {}): worst relative error {worst:.2e}",
-        fx.torch_version
-    );
-    if !failures.is_empty() {
-        let total = failures.len();
-        failures.truncate(20);
-        panic!(
+        if !failures.is_empty() {
+            let total = failures.len();
+            failures.truncate(20);
+            panic!(
             "{name}: {total} values differ from PyTorch {} beyond {TOLERANCE:e} relative:\n  {}",
             fx.torch_version,
             failures.join("\n  ")
         );
+        }
     }
 }
 

@@ -1,6 +1,9 @@
 //! The level-3 engine: steps, evaluation, inference, checkpoints, and the
 //! bad input issue 5 lists. MLPs on synthetic data keep this fast.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use ferrometal::checkpoint::{self, TrainingState};
 use ferrometal::{Device, Error, Loss, Model, Optimizer, Tensor, Trainer};
 
@@ -60,246 +63,254 @@ fn trainer(device: &Device) -> Trainer {
 
 #[test]
 fn training_lowers_the_loss_and_evaluation_counts_correct_answers() {
-    let device = Device::cpu().unwrap();
-    let mut t = trainer(&device);
-    let data = batches(&device);
-    let first = t.evaluate(&data[0].0, &data[0].1).unwrap();
-    for _ in 0..5 {
-        for (x, y) in &data {
-            t.step(x, y).unwrap();
+    for device in common::graph_devices() {
+        let mut t = trainer(&device);
+        let data = batches(&device);
+        let first = t.evaluate(&data[0].0, &data[0].1).unwrap();
+        for _ in 0..5 {
+            for (x, y) in &data {
+                t.step(x, y).unwrap();
+            }
         }
+        let last = t.evaluate(&data[0].0, &data[0].1).unwrap();
+        assert!(last.loss < first.loss * 0.7, "{first:?} -> {last:?}");
+        assert!(last.correct > first.correct, "{first:?} -> {last:?}");
+        assert_eq!(last.count, 32);
+        // predict and a separate inference engine agree with each other.
+        let predicted = t.predict(&data[1].0).unwrap().to_vec::<f32>().unwrap();
+        let mut engine = t.inference(&device).unwrap();
+        assert_eq!(
+            engine.infer(&data[1].0).unwrap().to_vec::<f32>().unwrap(),
+            predicted
+        );
+        assert_eq!(t.output_shape().unwrap(), [3]);
     }
-    let last = t.evaluate(&data[0].0, &data[0].1).unwrap();
-    assert!(last.loss < first.loss * 0.7, "{first:?} -> {last:?}");
-    assert!(last.correct > first.correct, "{first:?} -> {last:?}");
-    assert_eq!(last.count, 32);
-    // predict and a separate inference engine agree with each other.
-    let predicted = t.predict(&data[1].0).unwrap().to_vec::<f32>().unwrap();
-    let mut engine = t.inference(&device).unwrap();
-    assert_eq!(
-        engine.infer(&data[1].0).unwrap().to_vec::<f32>().unwrap(),
-        predicted
-    );
-    assert_eq!(t.output_shape().unwrap(), [3]);
 }
 
 #[test]
 fn resuming_from_a_checkpoint_repeats_the_uninterrupted_run_exactly() {
-    let device = Device::cpu().unwrap();
-    let data = batches(&device);
-    let mut straight = trainer(&device);
-    let losses: Vec<f32> = data
-        .iter()
-        .map(|(x, y)| straight.step_with_loss(x, y).unwrap())
-        .collect();
+    for device in common::graph_devices() {
+        let data = batches(&device);
+        let mut straight = trainer(&device);
+        let losses: Vec<f32> = data
+            .iter()
+            .map(|(x, y)| straight.step_with_loss(x, y).unwrap())
+            .collect();
 
-    let dir = std::env::temp_dir().join(format!("ferrometal-resume-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("half.safetensors");
-    let mut first = trainer(&device);
-    for (x, y) in &data[..10] {
-        first.step_with_loss(x, y).unwrap();
-        // Evaluations advance the run counter too; the checkpoint keeps it.
+        let dir = std::env::temp_dir().join(format!("ferrometal-resume-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("half.safetensors");
+        let mut first = trainer(&device);
+        for (x, y) in &data[..10] {
+            first.step_with_loss(x, y).unwrap();
+            // Evaluations advance the run counter too; the checkpoint keeps it.
+        }
+        checkpoint::save(
+            &first,
+            &path,
+            &TrainingState {
+                epoch: 0,
+                step: 10,
+                seed: 11,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        drop(first);
+        let (mut resumed, state) = checkpoint::resume(&device, &path).unwrap();
+        assert_eq!(state.step, 10);
+        let rest: Vec<f32> = data[10..]
+            .iter()
+            .map(|(x, y)| resumed.step_with_loss(x, y).unwrap())
+            .collect();
+        assert_eq!(
+            rest,
+            losses[10..],
+            "resumed losses must equal the uninterrupted ones bit for bit"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            leftovers.len(),
+            1,
+            "no temporary file may remain: {leftovers:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
-    checkpoint::save(
-        &first,
-        &path,
-        &TrainingState {
-            epoch: 0,
-            step: 10,
-            seed: 11,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    drop(first);
-    let (mut resumed, state) = checkpoint::resume(&device, &path).unwrap();
-    assert_eq!(state.step, 10);
-    let rest: Vec<f32> = data[10..]
-        .iter()
-        .map(|(x, y)| resumed.step_with_loss(x, y).unwrap())
-        .collect();
-    assert_eq!(
-        rest,
-        losses[10..],
-        "resumed losses must equal the uninterrupted ones bit for bit"
-    );
-    let leftovers: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(
-        leftovers.len(),
-        1,
-        "no temporary file may remain: {leftovers:?}"
-    );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn bad_checkpoints_are_refused_and_change_nothing() {
-    let device = Device::cpu().unwrap();
-    let dir = std::env::temp_dir().join(format!("ferrometal-bad-ckpt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let good = dir.join("good.safetensors");
-    let t = trainer(&device);
-    checkpoint::save(&t, &good, &TrainingState::default()).unwrap();
-    let bytes = std::fs::read(&good).unwrap();
+    for device in common::graph_devices() {
+        let dir = std::env::temp_dir().join(format!("ferrometal-bad-ckpt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.safetensors");
+        let t = trainer(&device);
+        checkpoint::save(&t, &good, &TrainingState::default()).unwrap();
+        let bytes = std::fs::read(&good).unwrap();
 
-    let mut victim = trainer(&device);
-    let before = victim.read_state("dense0.weight").unwrap();
-    let check = |name: &str, content: &[u8], victim: &mut Trainer| {
-        let path = dir.join(name);
-        std::fs::write(&path, content).unwrap();
-        let error = checkpoint::load_into(victim, &path).unwrap_err();
-        assert!(error.message().contains(name), "{name}: {error}");
-        error
-    };
-    assert!(matches!(
-        check("empty.safetensors", &[], &mut victim),
-        Error::Io(_)
-    ));
-    assert!(matches!(
-        check(
-            "truncated.safetensors",
-            &bytes[..bytes.len() - 100],
-            &mut victim
-        ),
-        Error::Io(_)
-    ));
-    assert!(matches!(
-        check("short-header.safetensors", &bytes[..20], &mut victim),
-        Error::Io(_)
-    ));
-    let mut flipped = bytes.clone();
-    flipped[12] ^= 0x55;
-    assert!(matches!(
-        check("corrupt.safetensors", &flipped, &mut victim),
-        Error::Io(_)
-    ));
-    let mut huge = bytes.clone();
-    huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
-    assert!(matches!(
-        check("huge-header.safetensors", &huge, &mut victim),
-        Error::Io(_)
-    ));
-    assert_eq!(
-        victim.read_state("dense0.weight").unwrap(),
-        before,
-        "a refused checkpoint must change nothing"
-    );
+        let mut victim = trainer(&device);
+        let before = victim.read_state("dense0.weight").unwrap();
+        let check = |name: &str, content: &[u8], victim: &mut Trainer| {
+            let path = dir.join(name);
+            std::fs::write(&path, content).unwrap();
+            let error = checkpoint::load_into(victim, &path).unwrap_err();
+            assert!(error.message().contains(name), "{name}: {error}");
+            error
+        };
+        assert!(matches!(
+            check("empty.safetensors", &[], &mut victim),
+            Error::Io(_)
+        ));
+        assert!(matches!(
+            check(
+                "truncated.safetensors",
+                &bytes[..bytes.len() - 100],
+                &mut victim
+            ),
+            Error::Io(_)
+        ));
+        assert!(matches!(
+            check("short-header.safetensors", &bytes[..20], &mut victim),
+            Error::Io(_)
+        ));
+        let mut flipped = bytes.clone();
+        flipped[12] ^= 0x55;
+        assert!(matches!(
+            check("corrupt.safetensors", &flipped, &mut victim),
+            Error::Io(_)
+        ));
+        let mut huge = bytes.clone();
+        huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(
+            check("huge-header.safetensors", &huge, &mut victim),
+            Error::Io(_)
+        ));
+        assert_eq!(
+            victim.read_state("dense0.weight").unwrap(),
+            before,
+            "a refused checkpoint must change nothing"
+        );
 
-    // A checkpoint of another model.
-    let other = Trainer::new(
-        &device,
-        &Model::builder([8])
-            .dense(4)
-            .relu()
-            .dense(3)
-            .build()
-            .unwrap(),
-        &Optimizer::sgd(0.1),
-        Loss::CrossEntropy {
-            label_smoothing: 0.0,
-        },
-        0,
-    )
-    .unwrap();
-    let other_path = dir.join("other.safetensors");
-    checkpoint::save(&other, &other_path, &TrainingState::default()).unwrap();
-    let error = checkpoint::load_into(&mut victim, &other_path).unwrap_err();
-    assert!(error.message().contains("another model"), "{error}");
-    let missing = checkpoint::load_into(&mut victim, dir.join("missing.safetensors")).unwrap_err();
-    assert!(
-        matches!(missing, Error::Io(_)) && missing.message().contains("missing.safetensors"),
-        "{missing}"
-    );
-    std::fs::remove_dir_all(&dir).unwrap();
+        // A checkpoint of another model.
+        let other = Trainer::new(
+            &device,
+            &Model::builder([8])
+                .dense(4)
+                .relu()
+                .dense(3)
+                .build()
+                .unwrap(),
+            &Optimizer::sgd(0.1),
+            Loss::CrossEntropy {
+                label_smoothing: 0.0,
+            },
+            0,
+        )
+        .unwrap();
+        let other_path = dir.join("other.safetensors");
+        checkpoint::save(&other, &other_path, &TrainingState::default()).unwrap();
+        let error = checkpoint::load_into(&mut victim, &other_path).unwrap_err();
+        assert!(error.message().contains("another model"), "{error}");
+        let missing =
+            checkpoint::load_into(&mut victim, dir.join("missing.safetensors")).unwrap_err();
+        assert!(
+            matches!(missing, Error::Io(_)) && missing.message().contains("missing.safetensors"),
+            "{missing}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
 
 #[test]
 fn bad_batches_are_refused_with_the_parameters_unchanged() {
-    let device = Device::cpu().unwrap();
-    let mut t = trainer(&device);
-    let before = t.read_state("dense0.weight").unwrap();
-    let (xs, _) = data(4, 8, 1);
-    let inputs = Tensor::from_slice(&device, &[4, 8], &xs).unwrap();
-    let out_of_range = Tensor::from_slice(&device, &[4], &[0i32, 1, 7, 2]).unwrap();
-    let error = t.step(&inputs, &out_of_range).unwrap_err();
-    assert!(matches!(error, Error::OutOfRange(_)), "{error}");
-    assert!(error.message().contains('7'), "{error}");
-    let wrong_shape = Tensor::from_slice(&device, &[4, 7], &xs[..28]).unwrap();
-    let labels = Tensor::from_slice(&device, &[4], &[0i32, 1, 2, 0]).unwrap();
-    assert!(matches!(
-        t.step(&wrong_shape, &labels).unwrap_err(),
-        Error::ShapeMismatch(_)
-    ));
-    let float_labels = Tensor::from_slice(&device, &[4], &[0.0f32; 4]).unwrap();
-    assert!(matches!(
-        t.step(&inputs, &float_labels).unwrap_err(),
-        Error::DtypeMismatch(_)
-    ));
-    let empty = Tensor::from_slice::<f32>(&device, &[0, 8], &[]).unwrap();
-    let no_labels = Tensor::from_slice::<i32>(&device, &[0], &[]).unwrap();
-    let error = t.step(&empty, &no_labels).unwrap_err();
-    assert!(error.message().contains("empty"), "{error}");
-    let short_labels = Tensor::from_slice(&device, &[3], &[0i32, 1, 2]).unwrap();
-    assert!(matches!(
-        t.step(&inputs, &short_labels).unwrap_err(),
-        Error::ShapeMismatch(_)
-    ));
-    assert_eq!(t.read_state("dense0.weight").unwrap(), before);
+    for device in common::graph_devices() {
+        let mut t = trainer(&device);
+        let before = t.read_state("dense0.weight").unwrap();
+        let (xs, _) = data(4, 8, 1);
+        let inputs = Tensor::from_slice(&device, &[4, 8], &xs).unwrap();
+        let out_of_range = Tensor::from_slice(&device, &[4], &[0i32, 1, 7, 2]).unwrap();
+        let error = t.step(&inputs, &out_of_range).unwrap_err();
+        assert!(matches!(error, Error::OutOfRange(_)), "{error}");
+        assert!(error.message().contains('7'), "{error}");
+        let wrong_shape = Tensor::from_slice(&device, &[4, 7], &xs[..28]).unwrap();
+        let labels = Tensor::from_slice(&device, &[4], &[0i32, 1, 2, 0]).unwrap();
+        assert!(matches!(
+            t.step(&wrong_shape, &labels).unwrap_err(),
+            Error::ShapeMismatch(_)
+        ));
+        let float_labels = Tensor::from_slice(&device, &[4], &[0.0f32; 4]).unwrap();
+        assert!(matches!(
+            t.step(&inputs, &float_labels).unwrap_err(),
+            Error::DtypeMismatch(_)
+        ));
+        let empty = Tensor::from_slice::<f32>(&device, &[0, 8], &[]).unwrap();
+        let no_labels = Tensor::from_slice::<i32>(&device, &[0], &[]).unwrap();
+        let error = t.step(&empty, &no_labels).unwrap_err();
+        assert!(error.message().contains("empty"), "{error}");
+        let short_labels = Tensor::from_slice(&device, &[3], &[0i32, 1, 2]).unwrap();
+        assert!(matches!(
+            t.step(&inputs, &short_labels).unwrap_err(),
+            Error::ShapeMismatch(_)
+        ));
+        assert_eq!(t.read_state("dense0.weight").unwrap(), before);
+    }
 }
 
 #[test]
 fn a_diverging_loss_is_an_error_naming_the_step() {
-    let device = Device::cpu().unwrap();
-    let mut t = trainer(&device);
-    let mut xs = data(4, 8, 2).0;
-    xs[3] = f32::NAN;
-    let inputs = Tensor::from_slice(&device, &[4, 8], &xs).unwrap();
-    let labels = Tensor::from_slice(&device, &[4], &[0i32, 1, 2, 0]).unwrap();
-    let error = t.step_with_loss(&inputs, &labels).unwrap_err();
-    assert!(matches!(error, Error::Numerical(_)), "{error}");
-    assert!(error.message().contains("step 1"), "{error}");
+    for device in common::graph_devices() {
+        let mut t = trainer(&device);
+        let mut xs = data(4, 8, 2).0;
+        xs[3] = f32::NAN;
+        let inputs = Tensor::from_slice(&device, &[4, 8], &xs).unwrap();
+        let labels = Tensor::from_slice(&device, &[4], &[0i32, 1, 2, 0]).unwrap();
+        let error = t.step_with_loss(&inputs, &labels).unwrap_err();
+        assert!(matches!(error, Error::Numerical(_)), "{error}");
+        assert!(error.message().contains("step 1"), "{error}");
+    }
 }
 
 #[test]
 fn layers_that_do_not_fit_are_named() {
-    let device = Device::cpu().unwrap();
-    let model = Model::builder([1, 28, 28]).dense(10).build().unwrap();
-    let error = Trainer::new(&device, &model, &Optimizer::sgd(0.1), Loss::Mse, 0)
-        .err()
-        .unwrap();
-    assert!(
-        error.message().contains("'dense0'") && error.message().contains("flatten"),
-        "{error}"
-    );
-    let model = Model::builder([1, 4, 4]).conv2d(8, 5).build().unwrap();
-    let error = Trainer::new(&device, &model, &Optimizer::sgd(0.1), Loss::Mse, 0)
-        .err()
-        .unwrap();
-    assert!(
-        matches!(error, Error::ShapeMismatch(_)) && error.message().contains("'conv2d0'"),
-        "{error}"
-    );
+    for device in common::graph_devices() {
+        let model = Model::builder([1, 28, 28]).dense(10).build().unwrap();
+        let error = Trainer::new(&device, &model, &Optimizer::sgd(0.1), Loss::Mse, 0)
+            .err()
+            .unwrap();
+        assert!(
+            error.message().contains("'dense0'") && error.message().contains("flatten"),
+            "{error}"
+        );
+        let model = Model::builder([1, 4, 4]).conv2d(8, 5).build().unwrap();
+        let error = Trainer::new(&device, &model, &Optimizer::sgd(0.1), Loss::Mse, 0)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(error, Error::ShapeMismatch(_)) && error.message().contains("'conv2d0'"),
+            "{error}"
+        );
+    }
 }
 
 #[test]
 fn the_learning_rate_changes_without_recompiling() {
-    let device = Device::cpu().unwrap();
-    let mut t = trainer(&device);
-    t.set_learning_rate(0.0).unwrap();
-    let data = batches(&device);
-    let before = t.read_state("dense0.weight").unwrap();
-    t.step(&data[0].0, &data[0].1).unwrap();
-    assert_eq!(
-        t.read_state("dense0.weight").unwrap(),
-        before,
-        "lr 0 must not move the weights"
-    );
-    assert_eq!(t.read_state("optimizer.lr").unwrap(), [0.0]);
-    assert!(t.set_learning_rate(f64::NAN).is_err());
+    for device in common::graph_devices() {
+        let mut t = trainer(&device);
+        t.set_learning_rate(0.0).unwrap();
+        let data = batches(&device);
+        let before = t.read_state("dense0.weight").unwrap();
+        t.step(&data[0].0, &data[0].1).unwrap();
+        assert_eq!(
+            t.read_state("dense0.weight").unwrap(),
+            before,
+            "lr 0 must not move the weights"
+        );
+        assert_eq!(t.read_state("optimizer.lr").unwrap(), [0.0]);
+        assert!(t.set_learning_rate(f64::NAN).is_err());
+    }
 }
 
 mod loop_and_schedules {
@@ -378,47 +389,48 @@ mod loop_and_schedules {
 
     #[test]
     fn fit_trains_calls_back_and_stops_when_asked() {
-        let device = Device::cpu().unwrap();
-        let source = Synthetic(device.clone());
-        let mut t = trainer(&device);
-        let mut epochs_seen = Vec::new();
-        let (end, reports) = Fit::new(6)
-            .schedule(Schedule::Exponential { gamma: 0.5 })
-            .on_epoch(|r| {
-                epochs_seen.push(r.epoch);
-                Ok(())
-            })
-            .run(&mut t, &source, Some(&source))
-            .unwrap();
-        assert_eq!(end, FitEnd::Completed);
-        assert_eq!(epochs_seen, [1, 2, 3, 4, 5, 6]);
-        assert!(reports[5].train_loss < reports[0].train_loss, "{reports:?}");
-        assert!((t.learning_rate() - 1e-2 * 0.5f64.powi(6)).abs() < 1e-12);
-        assert!(reports[5].validation.unwrap().1 > 0.5);
+        for device in common::graph_devices() {
+            let source = Synthetic(device.clone());
+            let mut t = trainer(&device);
+            let mut epochs_seen = Vec::new();
+            let (end, reports) = Fit::new(6)
+                .schedule(Schedule::Exponential { gamma: 0.5 })
+                .on_epoch(|r| {
+                    epochs_seen.push(r.epoch);
+                    Ok(())
+                })
+                .run(&mut t, &source, Some(&source))
+                .unwrap();
+            assert_eq!(end, FitEnd::Completed);
+            assert_eq!(epochs_seen, [1, 2, 3, 4, 5, 6]);
+            assert!(reports[5].train_loss < reports[0].train_loss, "{reports:?}");
+            assert!((t.learning_rate() - 1e-2 * 0.5f64.powi(6)).abs() < 1e-12);
+            assert!(reports[5].validation.unwrap().1 > 0.5);
 
-        let mut t = trainer(&device);
-        let fit = Fit::new(10);
-        let handle = fit.stop_handle();
-        let mut steps = 0;
-        let (end, _) = fit
-            .on_step(|_, _| {
-                steps += 1;
-                if steps == 3 {
-                    handle.stop();
-                }
-            })
-            .run(&mut t, &source, None)
-            .unwrap();
-        assert_eq!((end, steps), (FitEnd::Stopped, 3));
+            let mut t = trainer(&device);
+            let fit = Fit::new(10);
+            let handle = fit.stop_handle();
+            let mut steps = 0;
+            let (end, _) = fit
+                .on_step(|_, _| {
+                    steps += 1;
+                    if steps == 3 {
+                        handle.stop();
+                    }
+                })
+                .run(&mut t, &source, None)
+                .unwrap();
+            assert_eq!((end, steps), (FitEnd::Stopped, 3));
 
-        let mut t = trainer(&device);
-        t.set_learning_rate(0.0).unwrap(); // nothing improves: early stopping fires
-        let (end, reports) = Fit::new(50)
-            .early_stopping(EarlyStopping::new(2, 0.0))
-            .run(&mut t, &source, None)
-            .unwrap();
-        assert_eq!(end, FitEnd::EarlyStopped);
-        assert!(reports.len() <= 4, "{}", reports.len());
+            let mut t = trainer(&device);
+            t.set_learning_rate(0.0).unwrap(); // nothing improves: early stopping fires
+            let (end, reports) = Fit::new(50)
+                .early_stopping(EarlyStopping::new(2, 0.0))
+                .run(&mut t, &source, None)
+                .unwrap();
+            assert_eq!(end, FitEnd::EarlyStopped);
+            assert!(reports.len() <= 4, "{}", reports.len());
+        }
     }
 }
 
@@ -443,51 +455,52 @@ fn missing_or_corrupt_data_files_say_where_they_looked() {
 #[test]
 fn every_weight_initialiser_is_seeded_and_reproducible() {
     use ferrometal::nn::WeightInit;
-    let device = Device::cpu().unwrap();
-    for init in [
-        WeightInit::HeUniform,
-        WeightInit::HeNormal,
-        WeightInit::XavierUniform,
-        WeightInit::XavierNormal,
-        WeightInit::Uniform,
-        WeightInit::Zeros,
-    ] {
-        let mut layer = ferrometal::Layer::new(ferrometal::LayerKind::Dense);
-        layer.units = 20;
-        layer.init = init;
-        let model = Model::builder([30]).layer(layer).build().unwrap();
-        let weights = |seed| {
-            Trainer::new(&device, &model, &Optimizer::sgd(0.1), Loss::Mse, seed)
-                .unwrap()
-                .read_state("dense0.weight")
-                .unwrap()
-        };
-        let (a, b, c) = (weights(1), weights(1), weights(2));
-        assert_eq!(a, b, "{init:?}: the same seed gives the same weights");
-        if init == WeightInit::Zeros {
-            assert!(a.iter().all(|&w| w == 0.0));
-            continue;
+    for device in common::graph_devices() {
+        for init in [
+            WeightInit::HeUniform,
+            WeightInit::HeNormal,
+            WeightInit::XavierUniform,
+            WeightInit::XavierNormal,
+            WeightInit::Uniform,
+            WeightInit::Zeros,
+        ] {
+            let mut layer = ferrometal::Layer::new(ferrometal::LayerKind::Dense);
+            layer.units = 20;
+            layer.init = init;
+            let model = Model::builder([30]).layer(layer).build().unwrap();
+            let weights = |seed| {
+                Trainer::new(&device, &model, &Optimizer::sgd(0.1), Loss::Mse, seed)
+                    .unwrap()
+                    .read_state("dense0.weight")
+                    .unwrap()
+            };
+            let (a, b, c) = (weights(1), weights(1), weights(2));
+            assert_eq!(a, b, "{init:?}: the same seed gives the same weights");
+            if init == WeightInit::Zeros {
+                assert!(a.iter().all(|&w| w == 0.0));
+                continue;
+            }
+            assert_ne!(a, c, "{init:?}: another seed gives other weights");
+            let bound = match init {
+                WeightInit::HeUniform => (6.0f32 / 30.0).sqrt(),
+                WeightInit::XavierUniform => (6.0f32 / 50.0).sqrt(),
+                WeightInit::Uniform => 1.0,
+                _ => f32::INFINITY,
+            };
+            assert!(
+                a.iter().all(|w| w.abs() <= bound),
+                "{init:?} exceeds {bound}"
+            );
+            let std = (a.iter().map(|w| w * w).sum::<f32>() / a.len() as f32).sqrt();
+            let expected = match init {
+                WeightInit::HeNormal => (2.0f32 / 30.0).sqrt(),
+                WeightInit::XavierNormal => (2.0f32 / 50.0).sqrt(),
+                _ => bound / 3f32.sqrt(),
+            };
+            assert!(
+                (std - expected).abs() < 0.1 * expected,
+                "{init:?}: std {std}, expected {expected}"
+            );
         }
-        assert_ne!(a, c, "{init:?}: another seed gives other weights");
-        let bound = match init {
-            WeightInit::HeUniform => (6.0f32 / 30.0).sqrt(),
-            WeightInit::XavierUniform => (6.0f32 / 50.0).sqrt(),
-            WeightInit::Uniform => 1.0,
-            _ => f32::INFINITY,
-        };
-        assert!(
-            a.iter().all(|w| w.abs() <= bound),
-            "{init:?} exceeds {bound}"
-        );
-        let std = (a.iter().map(|w| w * w).sum::<f32>() / a.len() as f32).sqrt();
-        let expected = match init {
-            WeightInit::HeNormal => (2.0f32 / 30.0).sqrt(),
-            WeightInit::XavierNormal => (2.0f32 / 50.0).sqrt(),
-            _ => bound / 3f32.sqrt(),
-        };
-        assert!(
-            (std - expected).abs() < 0.1 * expected,
-            "{init:?}: std {std}, expected {expected}"
-        );
     }
 }

@@ -19,3 +19,25 @@ pub fn devices() -> Vec<Device> {
     }
     devices
 }
+
+/// The devices of [`devices`] that run graphs (a backend without a graph
+/// executor says so and is skipped).
+#[allow(dead_code)] // not every test binary runs graphs
+pub fn graph_devices() -> Vec<Device> {
+    devices()
+        .into_iter()
+        .filter(
+            |device| match ferrometal::Graph::new().unwrap().compile(device) {
+                Ok(_) => true,
+                Err(e @ Error::Unsupported(_)) => {
+                    eprintln!("skipping {} for graph tests: {e}", device.location());
+                    false
+                }
+                Err(e) => panic!(
+                    "compiling an empty graph on {} failed: {e}",
+                    device.location()
+                ),
+            },
+        )
+        .collect()
+}
