@@ -50,7 +50,7 @@ const char *space_name(Space space) {
 
 const char *op_name(Op op) {
     static const char *const names[] = {
-        "constant", "cast", "neg", "abs", "exp", "log", "sqrt", "rsqrt", "sigmoid", "tanh", "erf", "relu",
+        "constant", "cast", "neg", "abs", "exp", "log", "sqrt", "rsqrt", "sigmoid", "tanh", "erf", "relu", "identity",
         "add", "sub", "mul", "div", "pow", "max_nan", "min_nan",
         "equal", "not_equal", "less", "less_equal", "greater", "greater_equal",
         "bit_xor", "shift_right", "select", "clamp",
@@ -237,6 +237,20 @@ private:
         for (const Written &w : written_) {
             if (w.loc.space != Space::Arena || live_after(w.loc, next)) stores.emplace_back(w.tensor, w.loc);
         }
+        // A target that is a placeholder of the segment (a value copied
+        // through), or a tensor already targeted, is made distinct by an
+        // identity: one executable result per tensor, none a feed.
+        std::vector<Tensor> targeted;
+        for (auto &[tensor, loc] : stores) {
+            const Input *fed = nullptr;
+            for (const Input &in : inputs_) if (in.tensor == tensor) fed = &in;
+            bool again = std::find(targeted.begin(), targeted.end(), tensor) != targeted.end();
+            if (fed || again) {
+                Shape shape = fed ? fed->shape : shape_of(tensor);
+                tensor = unary(Op::Identity, tensor, shape, dtype_of_tensor(tensor));
+            }
+            targeted.push_back(tensor);
+        }
         // A result that lands on memory this executable also reads (an
         // in-place optimizer update) goes to scratch first, then a blit.
         std::vector<std::pair<Location, Location>> blits;
@@ -265,7 +279,21 @@ private:
 
     // --- values ---------------------------------------------------------
 
-    Tensor call(Call c) { return b_.op(c); }
+    Tensor call(Call c) {
+        Tensor t = b_.op(c);
+        tensor_info_[t] = {c.shape, c.dtype};
+        return t;
+    }
+
+    Tensor new_input(const Location &loc, const Shape &shape, DType dtype) {
+        Tensor t = b_.input(loc, shape, dtype);
+        tensor_info_[t] = {shape, dtype};
+        inputs_.push_back({loc, t, shape});
+        return t;
+    }
+
+    Shape shape_of(Tensor t) const { return tensor_info_.at(t).first; }
+    DType dtype_of_tensor(Tensor t) const { return tensor_info_.at(t).second; }
 
     Tensor constant(double value, DType dtype = DType::F32) {
         auto key = std::make_pair(value, int(dtype));
@@ -410,9 +438,7 @@ private:
         for (const Input &in : inputs_) {
             if (in.loc == loc) return in.shape == ref.shape ? in.tensor : reshape(in.tensor, ref.shape, dtype);
         }
-        Tensor t = b_.input(loc, ref.shape, dtype);
-        inputs_.push_back({loc, t, ref.shape});
-        return t;
+        return new_input(loc, ref.shape, dtype);
     }
 
     void write(const TensorRef &ref, Tensor t) {
@@ -564,8 +590,7 @@ private:
         Location run;
         run.space = Space::RunIndex;
         run.bytes = sizeof(uint64_t);
-        Tensor run_index = b_.input(run, {}, DType::U64);
-        inputs_.push_back({run, run_index, {}});
+        Tensor run_index = new_input(run, {}, DType::U64);
         Shape scalar;
         Tensor salted = binary(Op::Add, run_index, constant_u64(kRunSalt), scalar, DType::U64);
         Tensor base = mix(binary(Op::BitXor, constant_u64(ins.seed), mix(salted, scalar), scalar, DType::U64), scalar);
@@ -934,16 +959,14 @@ private:
         open();
         Tensor back;
         if (k.kind == ConvKernel::WeightsGradient) {
-            Tensor t = b_.input(k.result, ohwi_shape, DType::F32);
-            inputs_.push_back({k.result, t, ohwi_shape});
+            Tensor t = new_input(k.result, ohwi_shape, DType::F32);
             back = transpose(t, {0, 3, 1, 2}, ohwi_shape);
         } else {
             const Shape &nchw = k.kind == ConvKernel::Forward ? *y : *x;
             int64_t slices = k.kind == ConvKernel::Forward ? k.out_slices : k.in_slices;
             int64_t pixel = k.kind == ConvKernel::Forward ? k.out_pixel : k.in_pixel;
             Shape stored{nchw[0], slices, nchw[2], nchw[3], pixel};
-            Tensor t = b_.input(k.result, stored, DType::F32);
-            inputs_.push_back({k.result, t, stored});
+            Tensor t = new_input(k.result, stored, DType::F32);
             back = from_image_slices(t, nchw, slices, pixel);
         }
         write(s.output, back);
@@ -961,6 +984,7 @@ private:
     std::vector<Input> inputs_;
     std::vector<std::pair<Tensor, Location>> forced_;
     std::map<std::pair<double, int>, Tensor> constants_;
+    std::map<Tensor, std::pair<Shape, DType>> tensor_info_;
 };
 
 }  // namespace

@@ -75,6 +75,7 @@ enum class Op : uint8_t {
     Constant,                  // value, shape, dtype
     Cast,                      // (x) to dtype
     Neg, Abs, Exp, Log, Sqrt, Rsqrt, Sigmoid, Tanh, Erf, Relu,
+    Identity,                  // a copy: a result that is a segment input, or a second target
     Add, Sub, Mul, Div, Pow, MaxNaN, MinNaN,
     Equal, NotEqual, Less, LessEqual, Greater, GreaterEqual,  // -> Bool
     BitXor, ShiftRight,        // U64

@@ -124,7 +124,7 @@ void check_shapes(const RecordingBuilder &r, const std::string &what) {
         switch (c.op) {
             case Op::Constant: case Op::Coordinate: break;  // the shape is the attribute
             case Op::Cast: case Op::Neg: case Op::Abs: case Op::Exp: case Op::Log: case Op::Sqrt: case Op::Rsqrt:
-            case Op::Sigmoid: case Op::Tanh: case Op::Erf: case Op::Relu:
+            case Op::Sigmoid: case Op::Tanh: case Op::Erf: case Op::Relu: case Op::Identity:
                 expect = in[0];
                 if (c.op != Op::Cast) dtype = types[0];
                 break;
@@ -597,6 +597,19 @@ void test_sequences() {
         std::string text = lowered_text(plan, graph_path());
         CHECK(text.find("blit scratch") != std::string::npos && text.find("-> variable#0:12") != std::string::npos,
               "sgd in place:\n%s", text.c_str());
+    }
+    {
+        // A fetched variable is copied through the graph: an executable
+        // result may not be one of its feeds, so an identity stands between.
+        auto g = std::make_shared<Graph>();
+        uint32_t v = g->add_variable("v", FM_DTYPE_F32, {2, 3}, VariableInit{});
+        Plan plan = plan_for(*g, {v, v}, 1);
+        expect_text("fetched variable", lowered_text(plan, graph_path()),
+                    "segment 0\n"
+                    "  %0 = input variable#0:24 [2,3] f32\n"
+                    "  %1 = identity(%0) [2,3] f32\n"
+                    "  output %1 -> output#0:24\n"
+                    "end\n");
     }
     {
         // Dropout: the CPU's hash, in U64 ops on the run index.
