@@ -59,7 +59,10 @@ __attribute__((objc_root_class))
 @property (nullable, readonly) const char *UTF8String;
 @end
 
-@interface NSNumber : NSObject <NSCopying>
+@interface NSValue : NSObject <NSCopying>
+@end
+
+@interface NSNumber : NSValue
 + (NSNumber *)numberWithInt:(int)value;
 + (NSNumber *)numberWithLongLong:(long long)value;
 @end
@@ -81,7 +84,7 @@ __attribute__((objc_root_class))
 @end
 
 @interface NSMutableDictionary<KeyType, ObjectType> : NSDictionary<KeyType, ObjectType>
-- (void)setObject:(nullable ObjectType)obj forKeyedSubscript:(KeyType<NSCopying>)key;
+- (void)setObject:(nullable ObjectType)obj forKeyedSubscript:(id<NSCopying>)key;
 @end
 
 @interface NSData : NSObject <NSCopying>
