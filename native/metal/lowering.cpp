@@ -177,6 +177,7 @@ public:
     Lowered run() {
         for (size_t i = 0; i < plan_.steps.size(); ++i) {
             at_ = i;
+            b_.step(i, plan_.steps[i]);
             lower_step(plan_.steps[i]);
         }
         close(plan_.steps.size());

@@ -170,6 +170,12 @@ public:
     virtual void matmul_kernel(const MatmulKernel &kernel) = 0;
     virtual void conv_kernel(const ConvKernel &kernel) = 0;
     virtual void blit(const Location &from, const Location &to) = 0;
+    // Step `index` of the plan is lowered next (its calls follow), so the
+    // backend can name the steps of each segment and kernel in GPU errors.
+    virtual void step(size_t index, const Step &step) {
+        (void)index;
+        (void)step;
+    }
 };
 
 struct Lowered {

@@ -38,10 +38,37 @@ void acquire_slot(Stream &stream) {
     ++stream.in_flight;
 }
 
+namespace {
+
+// ", in <debug groups of the faulted encoders>", from the error's encoder
+// execution status; empty when it has none.
+std::string faulted_steps(NSError *error) {
+    if (error == nil) return "";
+    NSArray<id<MTLCommandBufferEncoderInfo>> *infos = error.userInfo[MTLCommandBufferEncoderInfoErrorKey];
+    std::string out;
+    for (NSUInteger i = 0; i < infos.count; ++i) {
+        id<MTLCommandBufferEncoderInfo> info = infos[i];
+        if (info.errorState != MTLCommandEncoderErrorStateFaulted) continue;
+        NSArray<NSString *> *groups = info.debugSignposts;
+        for (NSUInteger g = 0; g < groups.count; ++g) {
+            const char *group = groups[g].UTF8String;
+            out += (out.empty() ? ", in the " : "; the ") + std::string(group ? group : "?");
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
 MPSCommandBuffer *new_commands(Stream &stream) {
     MPSCommandBuffer *commands = nil;
     @autoreleasepool {
-        commands = [MPSCommandBuffer commandBufferFromCommandQueue:stream.device->queue];
+        // Encoder execution status in errors: a failed command buffer then
+        // says which encoders faulted, and their debug groups name the steps.
+        MTLCommandBufferDescriptor *descriptor = [[MTLCommandBufferDescriptor alloc] init];
+        descriptor.errorOptions = MTLCommandBufferErrorOptionEncoderExecutionStatus;
+        id<MTLCommandBuffer> buffer = [stream.device->queue commandBufferWithDescriptor:descriptor];
+        commands = [MPSCommandBuffer commandBufferWithCommandBuffer:buffer];
     }
     return commands;
 }
@@ -58,7 +85,8 @@ void commit(Stream &stream, MPSCommandBuffer *commands, const std::string &what)
               bool memory = error != nil && error.code == MTLCommandBufferErrorOutOfMemory;
               target->error_status = memory ? FM_ERR_OUT_OF_MEMORY : FM_ERR_BACKEND;
               const char *reason = error != nil ? error.localizedDescription.UTF8String : nullptr;
-              target->error = "metal: the GPU failed " + name + ": " + (reason ? reason : "unknown error");
+              target->error = "metal: the GPU failed " + name + faulted_steps(error) + ": " +
+                              (reason ? reason : "unknown error");
           }
           --target->in_flight;
           target->idle.notify_all();

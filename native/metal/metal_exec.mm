@@ -9,6 +9,8 @@
 // a new plan (compiled, never refused).
 #include "metal_context.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -69,10 +71,15 @@ struct Item {
     MPSImage *source_image, *gradient_image, *result_image;
     // Blit
     Location from, to;
+    // The plan steps this item runs, for GPU errors (a debug group of the
+    // command buffer, reported by the encoders' execution status).
+    size_t first_step = SIZE_MAX, last_step = 0;
+    std::string steps;
 };
 
 struct Exec {
     std::vector<Item> items;
+    std::vector<std::string> origins;  // of every plan step
     id<MTLBuffer> scratch;
     std::string what;  // names the plan's steps in GPU error messages
 };
@@ -163,12 +170,14 @@ public:
             binding.type = data_type(dtype);
             binding.tensor = [graph() placeholderWithShape:binding.shape dataType:binding.type name:nil];
             segment().feeds.push_back(binding);
+            covers(segment());
             return add(binding.tensor);
         }
     }
 
     Tensor op(const Call &c) override {
         @autoreleasepool {
+            covers(segment());
             return add(translate(c));
         }
     }
@@ -224,6 +233,7 @@ public:
             item.b = matrix(k.b_rows, k.b_cols, k.batch);
             item.c = matrix(k.m, k.n, k.batch);
             exec_.items.push_back(item);
+            covers(exec_.items.back());
         }
     }
 
@@ -265,6 +275,7 @@ public:
                 item.source_image = x, item.gradient_image = y, item.result_image = image(k.c_in, k.w, k.h, k.n);
             }
             exec_.items.push_back(item);
+            covers(exec_.items.back());
         }
     }
 
@@ -273,9 +284,21 @@ public:
         item.kind = Item::Blit;
         item.from = from, item.to = to;
         exec_.items.push_back(item);
+        covers(exec_.items.back());
+    }
+
+    void step(size_t index, const Step &step) override {
+        step_ = index;
+        exec_.origins.push_back(step.origin);
     }
 
 private:
+    // Notes that the current step has work in `item`.
+    void covers(Item &item) {
+        item.first_step = std::min(item.first_step, step_);
+        item.last_step = std::max(item.last_step, step_);
+    }
+
     Item &segment() { return exec_.items.back(); }
     MPSGraph *graph() { return segment().graph; }
 
@@ -490,6 +513,7 @@ private:
     MetalDevice &d_;
     Exec &exec_;
     NSMutableArray<MPSGraphTensor *> *tensors_;
+    size_t step_ = 0;
 };
 
 // --- running -------------------------------------------------------------------
@@ -658,6 +682,17 @@ void *compile_plan(void *device_ctx, const Plan &plan) {
                  " bytes of scratch this plan's MPS kernels need");
         }
     }
+    static const char *const kinds[] = {"MPSGraph segment", "MPSMatrixMultiplication", "MPSCNNConvolution",
+                                        "blit"};
+    for (Item &item : exec->items) {
+        std::string where = item.first_step == item.last_step
+                                ? "step " + std::to_string(item.first_step) + " ('" +
+                                      exec->origins.at(item.first_step) + "')"
+                                : "steps " + std::to_string(item.first_step) + " ('" +
+                                      exec->origins.at(item.first_step) + "') to " + std::to_string(item.last_step) +
+                                      " ('" + exec->origins.at(item.last_step) + "')";
+        item.steps = std::string(kinds[item.kind]) + " of " + where;
+    }
     std::string first = plan.steps.empty() ? "" : plan.steps.front().origin;
     std::string last = plan.steps.empty() ? "" : plan.steps.back().origin;
     exec->what = "running a plan of " + std::to_string(plan.steps.size()) + " steps ('" + first + "' to '" + last +
@@ -696,6 +731,7 @@ void run_plan(void *device_ctx, void *exec_ctx, const Plan &, const Bindings &bi
         size_t next_blit = 0;
         for (size_t i = 0; i < exec.items.size(); ++i) {
             const Item &item = exec.items[i];
+            [commands pushDebugGroup:[NSString stringWithUTF8String:item.steps.c_str()]];
             switch (item.kind) {
                 case Item::Segment: {
                     NSMutableArray<MPSGraphTensorData *> *inputs = [NSMutableArray array];
@@ -733,6 +769,7 @@ void run_plan(void *device_ctx, void *exec_ctx, const Plan &, const Bindings &bi
                     break;
                 }
             }
+            [commands popDebugGroup];
         }
     }
     commit(stream, commands, exec.what);

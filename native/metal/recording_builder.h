@@ -107,6 +107,13 @@ public:
         entries.push_back(e);
     }
 
+    void step(size_t index, const Step &step) override {
+        std::string what = step.kind == StepKind::Copy    ? "copy"
+                           : step.kind == StepKind::Fused ? "fused " + std::to_string(step.fused->code.size())
+                                                          : prim_name(step.prim);
+        lines.push_back("# step " + std::to_string(index) + " (" + step.origin + "): " + what);
+    }
+
     std::string text() const {
         std::string all;
         for (const std::string &line : lines) all += line + "\n";

@@ -152,6 +152,13 @@ pub fn check(decls: &[Located], index: &Index, objc2_core: Option<&str>) -> Repo
                     ));
                 }
             }
+            Decl::Global { name } => {
+                if !index.statics.contains(name) {
+                    report.errors.push(format!(
+                        "{at}: constant '{name}' is not in the objc2 crates"
+                    ));
+                }
+            }
             Decl::Type { name } => {
                 if !index.types.contains(name) && !index.classes.contains_key(name) {
                     report

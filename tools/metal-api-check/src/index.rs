@@ -33,6 +33,8 @@ pub struct Index {
     /// C name (`#[doc(alias = ...)]`) -> the Rust value expression.
     pub constants: BTreeMap<String, String>,
     pub functions: BTreeSet<String>,
+    /// `pub static NAME` (extern constants).
+    pub statics: BTreeSet<String>,
     pub types: BTreeSet<String>,
     /// `pub type A = B;`
     pub aliases: BTreeMap<String, String>,
@@ -125,7 +127,10 @@ impl Index {
                     pending_alias = Some(alias);
                 }
             }
-            if line.contains("fn ") && line.contains("extern") || line.starts_with("pub fn ") {
+            if let Some(rest) = line.strip_prefix("pub static ") {
+                self.statics.insert(ident(rest));
+            }
+            if (line.contains("fn ") && line.contains("extern")) || line.starts_with("pub fn ") {
                 if let Some(after) = line.split("fn ").nth(1) {
                     self.functions.insert(ident(after));
                 }

@@ -43,6 +43,10 @@ pub enum Decl {
         name: String,
         inline: bool,
     },
+    /// An extern constant (`FM_SDK_EXTERN Type const Name;`).
+    Global {
+        name: String,
+    },
     Type {
         name: String,
     },
@@ -135,7 +139,7 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Located>, String> {
                     .unwrap_or("")
                     .to_string()
             } else {
-                rest.rsplit(' ').next().unwrap_or("").to_string()
+                rest.rsplit([' ', '*']).next().unwrap_or("").to_string()
             };
             push(Decl::Type { name });
             continue;
@@ -193,10 +197,24 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Located>, String> {
             continue;
         }
         if let Some(rest) = line.strip_prefix("FM_SDK_EXTERN ") {
-            push(Decl::Function {
-                name: function_name(rest),
-                inline: false,
-            });
+            if rest.contains('(')
+                && !rest
+                    .split('(')
+                    .next()
+                    .unwrap_or("")
+                    .contains("API_AVAILABLE")
+            {
+                push(Decl::Function {
+                    name: function_name(rest),
+                    inline: false,
+                });
+            } else {
+                let (declaration, _) = availability(rest.trim_end_matches(';'));
+                let name = declaration.rsplit([' ', '*']).next().unwrap_or("");
+                push(Decl::Global {
+                    name: name.to_string(),
+                });
+            }
             continue;
         }
         if let Some(rest) = line.strip_prefix("NS_INLINE ") {

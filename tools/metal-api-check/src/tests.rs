@@ -79,7 +79,8 @@ fn invented_classes_constants_and_functions_fail() {
     let (index, core, _) = crate::load_index().unwrap();
     let text = "@interface MPSGraphWidget : MPSGraphObject\n@end\n\
                 typedef NS_ENUM(NSUInteger, MPSGraphPaddingStyle) {\n    MPSGraphPaddingStyleExplicit = 7,\n};\n\
-                FM_SDK_EXTERN BOOL MPSSupportsMTLDevices(id<MTLDevice> device);\n";
+                FM_SDK_EXTERN BOOL MPSSupportsMTLDevices(id<MTLDevice> device);\n\
+                FM_SDK_EXTERN NSErrorUserInfoKey const MTLCommandBufferEncoderInfoErrorKeys;\n";
     let decls = objc::parse("invented.h", text).unwrap();
     let report = check::check(&decls, &index, Some(&core));
     let all = report.errors.join("\n");
@@ -89,6 +90,10 @@ fn invented_classes_constants_and_functions_fail() {
         "{all}"
     );
     assert!(all.contains("function 'MPSSupportsMTLDevices'"), "{all}");
+    assert!(
+        all.contains("constant 'MTLCommandBufferEncoderInfoErrorKeys'"),
+        "{all}"
+    );
 }
 
 /// Clang is required where FM_REQUIRE_CLANG=1 (CI); elsewhere its absence skips.

@@ -81,6 +81,7 @@ __attribute__((objc_root_class))
 
 @interface NSDictionary<__covariant KeyType, __covariant ObjectType> : NSObject <NSCopying>
 + (instancetype)dictionary;
+- (nullable ObjectType)objectForKeyedSubscript:(KeyType)key;
 @end
 
 @interface NSMutableDictionary<KeyType, ObjectType> : NSDictionary<KeyType, ObjectType>
@@ -96,8 +97,11 @@ __attribute__((objc_root_class))
 @property (readonly) void *mutableBytes;
 @end
 
+typedef NSString *NSErrorUserInfoKey;
+
 @interface NSError : NSObject <NSCopying>
 @property (readonly) NSInteger code;
+@property (readonly, copy) NSDictionary<NSErrorUserInfoKey, id> *userInfo;
 @property (readonly, copy) NSString *localizedDescription;
 @end
 

@@ -43,6 +43,26 @@ typedef NS_ENUM(NSUInteger, MTLCommandBufferError) {
     MTLCommandBufferErrorOutOfMemory = 8,
 };
 
+typedef NS_OPTIONS(NSUInteger, MTLCommandBufferErrorOption) {
+    MTLCommandBufferErrorOptionEncoderExecutionStatus = 1 << 0,
+};
+
+typedef NS_ENUM(NSInteger, MTLCommandEncoderErrorState) {
+    MTLCommandEncoderErrorStateFaulted = 4,
+};
+
+@interface MTLCommandBufferDescriptor : NSObject <NSCopying>
+@property (readwrite, nonatomic) MTLCommandBufferErrorOption errorOptions API_AVAILABLE(macos(11.0));
+@end
+
+@protocol MTLCommandBufferEncoderInfo <NSObject>
+@property (readonly, nonatomic) NSString *label;
+@property (readonly, nonatomic) NSArray<NSString *> *debugSignposts;
+@property (readonly, nonatomic) MTLCommandEncoderErrorState errorState;
+@end
+
+FM_SDK_EXTERN NSErrorUserInfoKey const MTLCommandBufferEncoderInfoErrorKey API_AVAILABLE(macos(11.0));
+
 @protocol MTLDevice;
 @protocol MTLCommandBuffer;
 
@@ -78,9 +98,12 @@ typedef void (^MTLCommandBufferHandler)(id<MTLCommandBuffer>);
 - (void)commit;
 - (void)waitUntilCompleted;
 - (nullable id<MTLBlitCommandEncoder>)blitCommandEncoder;
+- (void)pushDebugGroup:(NSString *)string API_AVAILABLE(macos(10.13));
+- (void)popDebugGroup API_AVAILABLE(macos(10.13));
 @end
 
 @protocol MTLCommandQueue <NSObject>
+- (nullable id<MTLCommandBuffer>)commandBufferWithDescriptor:(MTLCommandBufferDescriptor *)descriptor API_AVAILABLE(macos(11.0));
 @end
 
 @protocol MTLDevice <NSObject>

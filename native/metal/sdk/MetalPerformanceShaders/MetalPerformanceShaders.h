@@ -44,6 +44,7 @@ FM_SDK_EXTERN BOOL MPSSupportsMTLDevice(id<MTLDevice> _Nullable device);
 
 @interface MPSCommandBuffer : NSObject <MTLCommandBuffer>
 + (instancetype)commandBufferFromCommandQueue:(id<MTLCommandQueue>)commandQueue API_AVAILABLE(macos(10.15));
++ (instancetype)commandBufferWithCommandBuffer:(id<MTLCommandBuffer>)commandBuffer API_AVAILABLE(macos(10.15));
 @end
 
 @interface MPSState : NSObject
