@@ -6,6 +6,7 @@
 //! - `FERROMETAL_LIB_DIR`: link an already built `libferrometal.a` from this
 //!   directory instead of compiling (e.g. one made by native/CMakeLists.txt).
 //! - `FERROMETAL_WERROR=1`: turn C++ warnings into errors (CI sets it).
+//! - `MACOSX_DEPLOYMENT_TARGET` (feature `metal`): at least 13.0, the default.
 
 use std::env;
 use std::fs;
@@ -34,6 +35,7 @@ fn main() {
         "CUDA_PATH",
         "FERROMETAL_LIB_DIR",
         "FERROMETAL_WERROR",
+        "MACOSX_DEPLOYMENT_TARGET",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -44,7 +46,9 @@ fn main() {
     regenerate_bindings(&root, &include);
 
     if metal && env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("macos") {
-        eprintln!("error: feature `metal` needs macOS (Metal exists only on Apple systems)");
+        eprintln!(
+            "error: feature `metal` needs macOS (Metal exists only on Apple systems; on Linux, scripts/metal-check.sh checks the backend)"
+        );
         std::process::exit(1);
     }
     let cuda_home = cuda.then(find_cuda);
@@ -127,19 +131,32 @@ fn compile_native(native: &Path, include: &Path, cuda_home: Option<&Path>, metal
         build.define("FM_WITH_CUDA", None);
     }
     if metal {
-        build.define("FM_WITH_METAL", None);
+        // The platform-independent lowering (C++) and the Objective-C++ that
+        // translates it into MPSGraph / MPS calls. Apple APIs newer than the
+        // deployment target (macOS 13, MACOSX_DEPLOYMENT_TARGET) are errors.
+        build
+            .define("FM_WITH_METAL", None)
+            .include(native.join("metal"))
+            .files(sources(&native.join("metal"), "cpp"));
+        // MPSGraph executables, NDArrays over buffers and transposes need
+        // macOS 13; cc reads the target from this variable.
+        if env::var_os("MACOSX_DEPLOYMENT_TARGET").is_none() {
+            env::set_var("MACOSX_DEPLOYMENT_TARGET", "13.0");
+        }
         let mut objc = cc::Build::new();
         objc.cpp(true)
             .std("c++17")
             .opt_level(opt_level())
             .include(include)
             .include(native.join("core"))
+            .include(native.join("metal"))
             .define("FM_WITH_METAL", None)
             .flag("-x")
             .flag("objective-c++")
             .flag("-fobjc-arc")
             .flag("-Wall")
             .flag("-Wextra")
+            .flag("-Werror=unguarded-availability-new")
             .warnings_into_errors(werror())
             .files(sources(&native.join("metal"), "mm"));
         build.objects(objc.compile_intermediates());

@@ -1,56 +1,123 @@
-// The Metal backend, level 1: devices, memory (pooled by the core) and
-// transfers. Memory is MTLBuffers in shared storage, one copy that the CPU
-// and the GPU both address, so transfers are memcpy through their contents.
-// No GPU work exists yet, hence no streams: every call completes before it
-// returns, as on the CPU.
-//
-// fm::fail is only ever called outside @autoreleasepool blocks: an exception
-// that leaves one skips draining it (clang's ARC rules), leaking its objects.
-#if !__has_feature(objc_arc)
-#error "metal_backend.mm must be compiled with -fobjc-arc"
-#endif
+// The Metal backend: devices, memory (MTLBuffers pooled by the core's
+// CachingPool), streams as command pools on one MTLCommandQueue per device,
+// and transfers as blits ordered with the GPU work. Plans run in
+// metal_exec.mm. See metal_context.h for the rules every .mm file follows.
+#include "metal_context.h"
 
-#import <Foundation/Foundation.h>
-#import <Metal/Metal.h>
-
-#include <string.h>  // memset_pattern4 (Darwin libc)
-
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
-#include <memory>
+#include <vector>
 
-#include "backend.h"
 #include "error.h"
 
-namespace fm {
+namespace fm::metal {
+
+// --- streams ---------------------------------------------------------------
+
 namespace {
 
-// One open device. ARC retains and releases the __strong members of a C++
-// struct in Objective-C++ as it does an object's, so new/delete suffice.
-struct MetalDevice {
-    id<MTLDevice> device;
-    // Unused at level 1; created now so that opening fails early, and for
-    // the graph work of level 2.
-    id<MTLCommandQueue> queue;
-};
-
-MetalDevice &context(void *device_ctx) { return *static_cast<MetalDevice *>(device_ctx); }
-
-// The core's memory pointers are retained MTLBuffers (see metal_raw_alloc);
-// this is the CPU address of `offset` in one.
-char *host_address(const void *memory, size_t offset) {
-    void *contents = nullptr;
-    // `contents` returns an inner pointer, so ARC autoreleases the buffer to
-    // keep it alive; without a pool of our own, every transfer would park the
-    // buffer in the caller's pool (or none) and delay its free.
-    @autoreleasepool {
-        contents = [(__bridge id<MTLBuffer>)memory contents];
-    }
-    // Only private storage has no CPU address; this turns a later switch to
-    // it without blits into an error instead of a crash.
-    if (contents == nullptr) fail(FM_ERR_INTERNAL, "metal buffer has no CPU-visible storage");
-    return static_cast<char *>(contents) + offset;
+// Throws the stream's recorded GPU error, clearing it. `lock` holds the mutex.
+void throw_pending(Stream &stream, std::unique_lock<std::mutex> &lock) {
+    if (stream.error_status == FM_OK) return;
+    fm_status status = stream.error_status;
+    std::string message = stream.error;
+    stream.error_status = FM_OK;
+    stream.error.clear();
+    lock.unlock();
+    fail(status, message);
 }
+
+}  // namespace
+
+void acquire_slot(Stream &stream) {
+    std::unique_lock<std::mutex> lock(stream.mutex);
+    throw_pending(stream, lock);
+    stream.idle.wait(lock, [&] { return stream.in_flight < kMaxInFlight; });
+    ++stream.in_flight;
+}
+
+namespace {
+
+// ", in <debug groups of the faulted encoders>", from the error's encoder
+// execution status; empty when it has none.
+std::string faulted_steps(NSError *error) {
+    if (error == nil) return "";
+    NSArray<id<MTLCommandBufferEncoderInfo>> *infos = error.userInfo[MTLCommandBufferEncoderInfoErrorKey];
+    std::string out;
+    for (NSUInteger i = 0; i < infos.count; ++i) {
+        id<MTLCommandBufferEncoderInfo> info = infos[i];
+        if (info.errorState != MTLCommandEncoderErrorStateFaulted) continue;
+        NSArray<NSString *> *groups = info.debugSignposts;
+        for (NSUInteger g = 0; g < groups.count; ++g) {
+            const char *group = groups[g].UTF8String;
+            out += (out.empty() ? ", in the " : "; the ") + std::string(group ? group : "?");
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+MPSCommandBuffer *new_commands(Stream &stream) {
+    MPSCommandBuffer *commands = nil;
+    @autoreleasepool {
+        // Encoder execution status in errors: a failed command buffer then
+        // says which encoders faulted, and their debug groups name the steps.
+        MTLCommandBufferDescriptor *descriptor = [[MTLCommandBufferDescriptor alloc] init];
+        descriptor.errorOptions = MTLCommandBufferErrorOptionEncoderExecutionStatus;
+        id<MTLCommandBuffer> buffer = [stream.device->queue commandBufferWithDescriptor:descriptor];
+        commands = [MPSCommandBuffer commandBufferWithCommandBuffer:buffer];
+    }
+    return commands;
+}
+
+void commit(Stream &stream, MPSCommandBuffer *commands, const std::string &what) {
+    Stream *target = &stream;
+    std::string name = what;
+    @autoreleasepool {
+        commands.label = [NSString stringWithUTF8String:name.c_str()];
+        [commands addCompletedHandler:^(id<MTLCommandBuffer> done) {
+          std::lock_guard<std::mutex> lock(target->mutex);
+          if (done.status == MTLCommandBufferStatusError && target->error_status == FM_OK) {
+              NSError *error = done.error;
+              bool memory = error != nil && error.code == MTLCommandBufferErrorOutOfMemory;
+              target->error_status = memory ? FM_ERR_OUT_OF_MEMORY : FM_ERR_BACKEND;
+              const char *reason = error != nil ? error.localizedDescription.UTF8String : nullptr;
+              target->error = "metal: the GPU failed " + name + faulted_steps(error) + ": " +
+                              (reason ? reason : "unknown error");
+          }
+          --target->in_flight;
+          target->idle.notify_all();
+        }];
+        [commands commit];
+        std::lock_guard<std::mutex> lock(stream.mutex);
+        stream.last = commands;
+    }
+}
+
+void synchronize(Stream &stream) {
+    id<MTLCommandBuffer> last = nil;
+    {
+        std::unique_lock<std::mutex> lock(stream.mutex);
+        last = stream.last;
+    }
+    if (last != nil) {
+        @autoreleasepool {
+            [last waitUntilCompleted];
+        }
+    }
+    // The completion handlers (which record errors and free slots) run
+    // after the buffers complete; wait for the last of them too.
+    std::unique_lock<std::mutex> lock(stream.mutex);
+    stream.idle.wait(lock, [&] { return stream.in_flight == 0; });
+    throw_pending(stream, lock);
+}
+
+namespace {
+
+// --- devices -----------------------------------------------------------------
 
 size_t metal_device_count() {
     @autoreleasepool {
@@ -59,36 +126,54 @@ size_t metal_device_count() {
 }
 
 void *metal_device_open(size_t index) {
+    // Read before any Objective-C work: an unknown entry throws.
+    Options options = Options::parse(std::getenv("FERROMETAL_METAL_KERNELS"));
     auto opened = std::make_unique<MetalDevice>();
+    opened->index = index;
+    opened->options = options;
+    opened->internal.device = opened.get();
     size_t available = 0;
+    bool mps = false;
     @autoreleasepool {
         NSArray<id<MTLDevice>> *devices = MTLCopyAllDevices();
         available = devices.count;
         if (index < available) {
             opened->device = devices[index];
+            mps = MPSSupportsMTLDevice(opened->device);
             opened->queue = [opened->device newCommandQueue];
+            opened->graph_device = [MPSGraphDevice deviceWithMTLDevice:opened->device];
+            opened->unified = opened->device.hasUnifiedMemory;
         }
     }
     // The core checked the index, but an external GPU may since have gone.
     if (index >= available) {
-        fail(FM_ERR_DEVICE_NOT_FOUND, "argument 'index': metal device ", index,
-             " does not exist (this machine has ", available, ")");
+        fail(FM_ERR_DEVICE_NOT_FOUND, "argument 'index': metal device ", index, " does not exist (this machine has ",
+             available, ")");
     }
-    if (opened->queue == nil) {
-        fail(FM_ERR_BACKEND, "metal device ", index, " could not create a command queue");
+    if (!mps) {
+        fail(FM_ERR_DEVICE_NOT_FOUND, "metal device ", index,
+             " is not supported by Metal Performance Shaders, which this backend needs");
     }
+    if (opened->queue == nil) fail(FM_ERR_BACKEND, "metal device ", index, " could not create a command queue");
     return opened.release();
 }
 
 void metal_device_close(void *device_ctx) {
+    MetalDevice *device = &device_of(device_ctx);
+    // The core has freed every stream; the internal one may still run.
+    try {
+        synchronize(device->internal);
+    } catch (const Error &) {
+        // Nobody is left to report it to.
+    }
     @autoreleasepool {
-        delete static_cast<MetalDevice *>(device_ctx);
+        delete device;
     }
 }
 
 void metal_get_info(void *device_ctx, fm_device_info *out) {
     @autoreleasepool {
-        id<MTLDevice> device = context(device_ctx).device;
+        id<MTLDevice> device = device_of(device_ctx).device;
         const char *name = device.name.UTF8String;
         std::snprintf(out->name, sizeof out->name, "%s", name ? name : "metal");
         // Metal's budget for this process, not the physical size: on unified
@@ -100,17 +185,19 @@ void metal_get_info(void *device_ctx, fm_device_info *out) {
     }
 }
 
+// --- memory ------------------------------------------------------------------
+
 void *metal_raw_alloc(void *device_ctx, size_t bytes) {
+    MetalDevice &d = device_of(device_ctx);
     @autoreleasepool {
-        id<MTLDevice> device = context(device_ctx).device;
         // Past this, API validation may assert instead of returning nil.
-        if (bytes > device.maxBufferLength) return nullptr;
-        // Shared storage is right for unified memory (Apple silicon). On a
-        // discrete GPU it lives in system memory across PCIe; private storage
-        // with blit transfers is the next step there.
-        id<MTLBuffer> buffer = [device newBufferWithLength:bytes
-                                                   options:MTLResourceStorageModeShared];
-        if (buffer == nil) return nullptr;
+        if (bytes > d.device.maxBufferLength) return nullptr;
+        // Shared storage on unified memory (Apple silicon): one copy that
+        // both sides address. Private (GPU-only) storage on a discrete GPU;
+        // transfers are blits either way.
+        MTLResourceOptions options = d.unified ? MTLResourceStorageModeShared : MTLResourceStorageModePrivate;
+        id<MTLBuffer> buffer = [d.device newBufferWithLength:bytes options:options];
+        if (buffer == nil) return nullptr;  // out of memory: the pool trims and retries
         // The +1 reference travels in the opaque pointer until metal_raw_free.
         return (__bridge_retained void *)buffer;
     }
@@ -119,37 +206,126 @@ void *metal_raw_alloc(void *device_ctx, size_t bytes) {
 void metal_raw_free(void *, void *memory, size_t) {
     @autoreleasepool {
         // Takes back metal_raw_alloc's reference; ARC drops it at the brace.
+        // A command buffer still using the buffer holds its own reference.
         id<MTLBuffer> buffer = (__bridge_transfer id<MTLBuffer>)memory;
         (void)buffer;
     }
 }
 
-// Level 1 queues no GPU work, so no command can be using a buffer while the
-// CPU touches it, and synchronous CPU access to shared storage is correct.
-// Once GPU work exists, these must wait for the queue to go idle first, or
-// become blit commands on it.
+// --- streams -----------------------------------------------------------------
 
-void metal_write(void *, void *dst, size_t dst_offset, const void *src, size_t bytes, void *) {
-    std::memcpy(host_address(dst, dst_offset), src, bytes);
+void *metal_stream_new(void *device_ctx) {
+    auto stream = std::make_unique<Stream>();
+    stream->device = &device_of(device_ctx);
+    return stream.release();
 }
 
-void metal_read(void *, const void *src, size_t src_offset, void *dst, size_t bytes, void *) {
-    std::memcpy(dst, host_address(src, src_offset), bytes);
-}
-
-void metal_copy(void *, void *dst, size_t dst_offset, const void *src, size_t src_offset,
-                size_t bytes, void *) {
-    std::memmove(host_address(dst, dst_offset), host_address(src, src_offset), bytes);
-}
-
-void metal_fill(void *, void *dst, size_t dst_offset, size_t count, const void *pattern,
-                size_t pattern_bytes, void *) {
-    // A 1-, 2- or 4-byte pattern repeated to 4 bytes fills the same bytes.
-    unsigned char pattern4[4];
-    for (size_t i = 0; i < 4; ++i) {
-        pattern4[i] = static_cast<const unsigned char *>(pattern)[i % pattern_bytes];
+void metal_stream_free(void *, void *stream_ctx) {
+    Stream *stream = static_cast<Stream *>(stream_ctx);
+    try {
+        synchronize(*stream);
+    } catch (const Error &) {
+        // The stream goes away; its unread error goes with it.
     }
-    memset_pattern4(host_address(dst, dst_offset), pattern4, count * pattern_bytes);
+    @autoreleasepool {
+        delete stream;
+    }
+}
+
+void metal_stream_synchronize(void *device_ctx, void *stream_ctx) {
+    synchronize(stream_of(device_of(device_ctx), stream_ctx));
+}
+
+// --- transfers: blits on the stream, so they are ordered with its GPU work ---
+
+// Runs `encode` in a blit encoder of a new command buffer of the stream;
+// a null stream waits for it.
+template <class Encode>
+void blit_on(void *device_ctx, void *stream_ctx, const char *what, Encode encode) {
+    MetalDevice &d = device_of(device_ctx);
+    Stream &stream = stream_of(d, stream_ctx);
+    acquire_slot(stream);
+    MPSCommandBuffer *commands = new_commands(stream);
+    @autoreleasepool {
+        id<MTLBlitCommandEncoder> blit = [commands blitCommandEncoder];
+        encode(commands, blit);
+        [blit endEncoding];
+    }
+    commit(stream, commands, what);
+    if (stream_ctx == nullptr) synchronize(stream);
+}
+
+id<MTLBuffer> staging_buffer(MetalDevice &d, const void *bytes, size_t size) {
+    id<MTLBuffer> buffer = nil;
+    @autoreleasepool {
+        buffer = bytes ? [d.device newBufferWithBytes:bytes length:size options:MTLResourceStorageModeShared]
+                       : [d.device newBufferWithLength:size options:MTLResourceStorageModeShared];
+    }
+    if (buffer == nil) fail(FM_ERR_OUT_OF_MEMORY, "metal: no memory for a staging buffer of ", size, " bytes");
+    return buffer;
+}
+
+void metal_write(void *device_ctx, void *dst, size_t dst_offset, const void *src, size_t bytes, void *stream_ctx) {
+    // Copied now: the caller may reuse `src` when this returns.
+    id<MTLBuffer> staging = staging_buffer(device_of(device_ctx), src, bytes);
+    id<MTLBuffer> target = buffer_of(dst);
+    blit_on(device_ctx, stream_ctx, "writing a buffer", [&](MPSCommandBuffer *, id<MTLBlitCommandEncoder> blit) {
+        [blit copyFromBuffer:staging sourceOffset:0 toBuffer:target destinationOffset:dst_offset size:bytes];
+    });
+}
+
+void metal_read(void *device_ctx, const void *src, size_t src_offset, void *dst, size_t bytes, void *stream_ctx) {
+    id<MTLBuffer> staging = staging_buffer(device_of(device_ctx), nullptr, bytes);
+    id<MTLBuffer> source = buffer_of(src);
+    blit_on(device_ctx, stream_ctx, "reading a buffer", [&](MPSCommandBuffer *commands, id<MTLBlitCommandEncoder> blit) {
+        [blit copyFromBuffer:source sourceOffset:src_offset toBuffer:staging destinationOffset:0 size:bytes];
+        // `dst` stays valid until the stream is synchronized (backend.h);
+        // handlers run in the order they were added, before the slot is freed.
+        id<MTLBuffer> from = staging;
+        void *to = dst;
+        size_t size = bytes;
+        [commands addCompletedHandler:^(id<MTLCommandBuffer> done) {
+          if (done.status == MTLCommandBufferStatusCompleted) std::memcpy(to, from.contents, size);
+        }];
+    });
+}
+
+void metal_copy(void *device_ctx, void *dst, size_t dst_offset, const void *src, size_t src_offset, size_t bytes,
+                void *stream_ctx) {
+    id<MTLBuffer> source = buffer_of(src), target = buffer_of(dst);
+    bool overlap = src == dst && src_offset < dst_offset + bytes && dst_offset < src_offset + bytes;
+    // Overlapping blits within one buffer are undefined; memmove semantics
+    // go through a temporary.
+    id<MTLBuffer> temporary = overlap ? staging_buffer(device_of(device_ctx), nullptr, bytes) : nil;
+    blit_on(device_ctx, stream_ctx, "copying a buffer", [&](MPSCommandBuffer *, id<MTLBlitCommandEncoder> blit) {
+        if (overlap) {
+            [blit copyFromBuffer:source sourceOffset:src_offset toBuffer:temporary destinationOffset:0 size:bytes];
+            [blit copyFromBuffer:temporary sourceOffset:0 toBuffer:target destinationOffset:dst_offset size:bytes];
+        } else {
+            [blit copyFromBuffer:source sourceOffset:src_offset toBuffer:target destinationOffset:dst_offset size:bytes];
+        }
+    });
+}
+
+void metal_fill(void *device_ctx, void *dst, size_t dst_offset, size_t count, const void *pattern,
+                size_t pattern_bytes, void *stream_ctx) {
+    const unsigned char *p = static_cast<const unsigned char *>(pattern);
+    bool uniform = std::all_of(p, p + pattern_bytes, [&](unsigned char byte) { return byte == p[0]; });
+    size_t bytes = count * pattern_bytes;
+    id<MTLBuffer> target = buffer_of(dst);
+    id<MTLBuffer> staging = nil;
+    if (!uniform) {
+        std::vector<unsigned char> repeated(bytes);
+        for (size_t i = 0; i < bytes; ++i) repeated[i] = p[i % pattern_bytes];
+        staging = staging_buffer(device_of(device_ctx), repeated.data(), bytes);
+    }
+    blit_on(device_ctx, stream_ctx, "filling a buffer", [&](MPSCommandBuffer *, id<MTLBlitCommandEncoder> blit) {
+        if (uniform) {
+            [blit fillBuffer:target range:NSMakeRange(dst_offset, bytes) value:p[0]];
+        } else {
+            [blit copyFromBuffer:staging sourceOffset:0 toBuffer:target destinationOffset:dst_offset size:bytes];
+        }
+    });
 }
 
 BackendReg make_metal_reg() {
@@ -161,17 +337,26 @@ BackendReg make_metal_reg() {
     reg.iface.get_info = metal_get_info;
     reg.iface.memory.raw_alloc = metal_raw_alloc;
     reg.iface.memory.raw_free = metal_raw_free;
+    reg.iface.stream.stream_new = metal_stream_new;
+    reg.iface.stream.stream_free = metal_stream_free;
+    reg.iface.stream.stream_synchronize = metal_stream_synchronize;
     reg.iface.transfer.write = metal_write;
     reg.iface.transfer.read = metal_read;
     reg.iface.transfer.copy = metal_copy;
     reg.iface.transfer.fill = metal_fill;
+    reg.iface.exec.compile = compile_plan;
+    reg.iface.exec.run = run_plan;
+    reg.iface.exec.release = release_plan;
     return reg;
 }
 
 }  // namespace
+}  // namespace fm::metal
+
+namespace fm {
 
 const BackendReg *metal_backend_reg() {
-    static const BackendReg reg = make_metal_reg();
+    static const BackendReg reg = metal::make_metal_reg();
     return &reg;
 }
 
