@@ -22,6 +22,7 @@ enum Reference {
 enum Backend {
     Cpu,
     Cuda,
+    Metal,
 }
 
 #[derive(Parser, Debug)]
@@ -99,6 +100,7 @@ fn main() -> anyhow::Result<()> {
     let device = match args.backend {
         Backend::Cpu => Device::cpu()?,
         Backend::Cuda => Device::cuda(0)?,
+        Backend::Metal => Device::metal(0)?,
     };
     let (model, optimizer, default_batch, classes, default_steps) = reference(args.model)?;
     let batch = args.batch.unwrap_or(default_batch);

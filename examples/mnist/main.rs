@@ -29,6 +29,7 @@ enum Architecture {
 enum DeviceChoice {
     Cpu,
     Cuda,
+    Metal,
     Best,
 }
 
@@ -123,6 +124,7 @@ fn main() -> anyhow::Result<()> {
     let mut device = match args.device {
         DeviceChoice::Cpu => Device::cpu()?,
         DeviceChoice::Cuda => Device::cuda(0)?,
+        DeviceChoice::Metal => Device::metal(0)?,
         DeviceChoice::Best => Device::best()?,
     };
     let mut mnist = match &args.data {
