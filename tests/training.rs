@@ -232,7 +232,11 @@ fn bad_batches_are_refused_with_the_parameters_unchanged() {
         let (xs, _) = data(4, 8, 1);
         let inputs = Tensor::from_slice(&device, &[4, 8], &xs).unwrap();
         let out_of_range = Tensor::from_slice(&device, &[4], &[0i32, 1, 7, 2]).unwrap();
-        let error = t.step(&inputs, &out_of_range).unwrap_err();
+        // A GPU finds the bad label after queueing the step; synchronize reports it.
+        let error = t
+            .step(&inputs, &out_of_range)
+            .and_then(|_| t.synchronize())
+            .unwrap_err();
         assert!(matches!(error, Error::OutOfRange(_)), "{error}");
         assert!(error.message().contains('7'), "{error}");
         let wrong_shape = Tensor::from_slice(&device, &[4, 7], &xs[..28]).unwrap();

@@ -64,6 +64,10 @@ fm_status fm_trainer_step(fm_trainer trainer, fm_tensor inputs, fm_tensor labels
     });
 }
 
+fm_status fm_trainer_synchronize(fm_trainer trainer) {
+    return guard(__func__, [&] { fm::lookup<Trainer>(trainer, "trainer")->exec()->check_errors(); });
+}
+
 fm_status fm_trainer_evaluate(fm_trainer trainer, fm_tensor inputs, fm_tensor labels, float *out_loss,
                               uint64_t *out_correct) {
     return guard(__func__, [&] {

@@ -897,6 +897,14 @@ fm_status fm_trainer_new(fm_trainer *out_trainer, fm_device device, const fm_lay
  *  parameters are unchanged after any error. */
 fm_status fm_trainer_step(fm_trainer trainer, fm_tensor inputs, fm_tensor labels, float *out_loss);
 
+/** Waits for the steps queued so far and returns the data error one of them
+ *  found (FM_ERR_OUT_OF_RANGE: a label outside [0, classes)). On a GPU a step
+ *  without `out_loss` returns once queued; a bad label found by the device
+ *  makes that step leave every parameter unchanged, and is returned here, by
+ *  the next fm_trainer_step or by fm_trainer_evaluate. With `out_loss`, or
+ *  on the CPU, fm_trainer_step returns it itself. */
+fm_status fm_trainer_synchronize(fm_trainer trainer);
+
 /** Evaluation on a batch (dropout off, running statistics): the mean loss
  *  and, for classification, the number of correct argmax predictions. */
 fm_status fm_trainer_evaluate(fm_trainer trainer, fm_tensor inputs, fm_tensor labels,

@@ -1000,6 +1000,10 @@ unsafe extern "C" {
     ) -> fm_status;
 }
 unsafe extern "C" {
+    #[doc = " Waits for the steps queued so far and returns the data error one of them\n  found (FM_ERR_OUT_OF_RANGE: a label outside [0, classes)). On a GPU a step\n  without `out_loss` returns once queued; a bad label found by the device\n  makes that step leave every parameter unchanged, and is returned here, by\n  the next fm_trainer_step or by fm_trainer_evaluate. With `out_loss`, or\n  on the CPU, fm_trainer_step returns it itself."]
+    pub fn fm_trainer_synchronize(trainer: fm_trainer) -> fm_status;
+}
+unsafe extern "C" {
     #[doc = " Evaluation on a batch (dropout off, running statistics): the mean loss\n  and, for classification, the number of correct argmax predictions."]
     pub fn fm_trainer_evaluate(
         trainer: fm_trainer,

@@ -137,6 +137,17 @@ impl Trainer {
         })
     }
 
+    /// Waits for the steps so far and returns the data error one of them
+    /// found ([`Error::OutOfRange`] for a label out of range). On a GPU,
+    /// [`step`](Trainer::step) returns once the step is queued; a bad label
+    /// makes that step leave the parameters unchanged and is reported here or
+    /// by the next step. [`step_with_loss`](Trainer::step_with_loss) reports
+    /// it at once.
+    pub fn synchronize(&mut self) -> Result<()> {
+        // SAFETY: live handle.
+        check(unsafe { sys::fm_trainer_synchronize(self.handle.raw()) })
+    }
+
     /// One training step, returning the batch's mean loss (one synchronisation).
     /// [`Error::Numerical`] names the step when the loss is NaN or infinite.
     pub fn step_with_loss(&mut self, inputs: &Tensor, labels: &Tensor) -> Result<f32> {
