@@ -24,8 +24,6 @@ namespace {
 // Programs live in shared memory, which a launch gets up to 48 KiB of
 // without opting in.
 constexpr size_t kMaxProgramBytes = size_t(48) << 10;
-// Kernel parameters may take up to 32764 bytes (CUDA 12.1, Volta and later).
-constexpr size_t kMaxParamImage = 32 * 1000;
 
 enum LoadMode : int32_t { kContiguous = 0, kScalar = 1, kStrided = 2 };
 enum OpKind : int32_t { kLoad = 0, kCompute = 1 };
@@ -157,8 +155,12 @@ __device__ float compute(const Op &op, const float *r, int64_t index, uint64_t r
     }
 }
 
-// The group of this block in a batch: the last whose first block is not after it.
-__device__ const FusedLaunch &launch_of(const FusedLaunch *table, int count) {
+// Index is int32_t when every group has fewer than 2^31 elements: 64-bit
+// division, which broadcast loads need per dim, costs several times more.
+template <class Index>
+__global__ void fused_kernel(const unsigned char *image, const FusedLaunch *table, int count, const int32_t *abort,
+                             const uint64_t *run_index_ptr) {
+    // The group of this block: the last whose first block is not after it.
     int lo = 0, hi = count - 1;
     while (lo < hi) {
         int mid = (lo + hi + 1) / 2;
@@ -168,14 +170,14 @@ __device__ const FusedLaunch &launch_of(const FusedLaunch *table, int count) {
             hi = mid - 1;
         }
     }
-    return table[lo];
-}
-
-// Runs this block's share of one group. Index is int32_t when every group
-// of the batch has fewer than 2^31 elements: 64-bit division, which
-// broadcast loads need per dim, costs several times more.
-template <class Index>
-__device__ void run_group(const unsigned char *program, const FusedLaunch &launch, const uint64_t *run_index_ptr) {
+    const FusedLaunch launch = table[lo];
+    if (launch.guarded && abort && *abort) return;
+    extern __shared__ __align__(16) unsigned char program[];
+    const unsigned char *source = image + launch.offset;
+    for (int at = threadIdx.x * 8; at < launch.bytes; at += blockDim.x * 8) {
+        *reinterpret_cast<uint64_t *>(program + at) = *reinterpret_cast<const uint64_t *>(source + at);
+    }
+    __syncthreads();
     const Header &h = *reinterpret_cast<const Header *>(program);
     const Op *ops = reinterpret_cast<const Op *>(program + sizeof(Header));
     const Store *stores = reinterpret_cast<const Store *>(ops + h.ops);
@@ -205,61 +207,6 @@ __device__ void run_group(const unsigned char *program, const FusedLaunch &launc
         }
         for (int32_t s = 0; s < h.stores; ++s) stores[s].ptr[i] = r[stores[s].reg];
     }
-}
-
-// A batch image in device memory: each block copies its program into
-// shared memory first.
-template <class Index>
-__global__ void fused_kernel(const unsigned char *image, int count, const int32_t *abort,
-                             const uint64_t *run_index) {
-    const FusedLaunch &launch = launch_of(reinterpret_cast<const FusedLaunch *>(image), count);
-    if (launch.guarded && abort && *abort) return;
-    extern __shared__ __align__(16) unsigned char program[];
-    const unsigned char *source = image + launch.offset;
-    for (int at = threadIdx.x * 8; at < launch.bytes; at += blockDim.x * 8) {
-        *reinterpret_cast<uint64_t *>(program + at) = *reinterpret_cast<const uint64_t *>(source + at);
-    }
-    __syncthreads();
-    run_group<Index>(program, launch, run_index);
-}
-
-// A batch image small enough to travel in the kernel's parameters: blocks
-// read it straight from the constant bank, with no load from memory before
-// the first element.
-template <size_t Bytes>
-struct alignas(16) ParamImage {
-    unsigned char bytes[Bytes];
-};
-
-template <class Index, size_t Bytes>
-__global__ void fused_param_kernel(const __grid_constant__ ParamImage<Bytes> image, int count, const int32_t *abort,
-                                   const uint64_t *run_index) {
-    const FusedLaunch &launch = launch_of(reinterpret_cast<const FusedLaunch *>(image.bytes), count);
-    if (launch.guarded && abort && *abort) return;
-    run_group<Index>(image.bytes + launch.offset, launch, run_index);
-}
-
-template <class Index, size_t Bytes>
-void launch_param(const KernelContext &k, const std::vector<unsigned char> &host, int count, int64_t blocks,
-                  const uint64_t *run_index) {
-    ParamImage<Bytes> image;
-    std::memcpy(image.bytes, host.data(), host.size());
-    fused_param_kernel<Index, Bytes><<<unsigned(blocks), kThreads, 0, k.stream>>>(image, count, k.abort, run_index);
-}
-
-template <class Index>
-bool try_param_launch(const KernelContext &k, const std::vector<unsigned char> &host, int count, int64_t blocks,
-                      const uint64_t *run_index) {
-    if (host.size() <= 2048) {
-        launch_param<Index, 2048>(k, host, count, blocks, run_index);
-    } else if (host.size() <= 8192) {
-        launch_param<Index, 8192>(k, host, count, blocks, run_index);
-    } else if (host.size() <= kMaxParamImage) {
-        launch_param<Index, kMaxParamImage>(k, host, count, blocks, run_index);
-    } else {
-        return false;
-    }
-    return true;
 }
 
 bool supported(Prim prim) {
@@ -355,46 +302,15 @@ int64_t fused_blocks(int64_t elements) {
     return std::clamp<int64_t>((elements + kThreads - 1) / kThreads, 1, kMaxBlocks);
 }
 
-void add_to_batch(FusedBatchImage &batch, const FusedProgram &program, bool guarded) {
-    FusedLaunch launch{};
-    launch.offset = batch.programs.size();
-    launch.bytes = int32_t(program.bytes.size());
-    launch.guarded = guarded;
-    launch.elements = program.elements;
-    launch.block_begin = batch.blocks;
-    launch.blocks = fused_blocks(program.elements);
-    batch.blocks += launch.blocks;
-    batch.count += 1;
-    batch.max_program_bytes = std::max(batch.max_program_bytes, program.bytes.size());
-    batch.int32_index = batch.int32_index && program.elements < (int64_t(1) << 31);
-    batch.launches.push_back(launch);
-    batch.programs.insert(batch.programs.end(), program.bytes.begin(), program.bytes.end());
-}
-
-void seal_batch(FusedBatchImage &batch) {
-    const size_t table = (batch.launches.size() * sizeof(FusedLaunch) + 15) / 16 * 16;
-    for (FusedLaunch &launch : batch.launches) launch.offset += table;
-    batch.host.assign(table, 0);
-    std::memcpy(batch.host.data(), batch.launches.data(), batch.launches.size() * sizeof(FusedLaunch));
-    batch.host.insert(batch.host.end(), batch.programs.begin(), batch.programs.end());
-    batch.launches.clear();
-    batch.programs.clear();
-}
-
-void launch_fused_batch(const KernelContext &k, const FusedBatchImage &batch, const unsigned char *device_image,
-                        const uint64_t *run_index) {
-    if (batch.count == 0 || batch.blocks == 0) return;
-    const unsigned blocks = unsigned(batch.blocks);
-    const bool param = batch.int32_index ? try_param_launch<int32_t>(k, batch.host, batch.count, batch.blocks, run_index)
-                                         : try_param_launch<int64_t>(k, batch.host, batch.count, batch.blocks, run_index);
-    if (!param) {
-        if (batch.int32_index) {
-            fused_kernel<int32_t><<<blocks, kThreads, batch.max_program_bytes, k.stream>>>(device_image, batch.count,
-                                                                                           k.abort, run_index);
-        } else {
-            fused_kernel<int64_t><<<blocks, kThreads, batch.max_program_bytes, k.stream>>>(device_image, batch.count,
-                                                                                           k.abort, run_index);
-        }
+void launch_fused_batch(const KernelContext &k, const unsigned char *image, const FusedLaunch *table, int count,
+                        int64_t total_blocks, size_t max_program_bytes, bool int32_index, const uint64_t *run_index) {
+    if (count == 0 || total_blocks == 0) return;
+    if (int32_index) {
+        fused_kernel<int32_t><<<unsigned(total_blocks), kThreads, max_program_bytes, k.stream>>>(image, table, count,
+                                                                                                k.abort, run_index);
+    } else {
+        fused_kernel<int64_t><<<unsigned(total_blocks), kThreads, max_program_bytes, k.stream>>>(image, table, count,
+                                                                                                k.abort, run_index);
     }
     check_launch("fused elementwise kernel");
 }

@@ -122,15 +122,7 @@ __global__ void set_u64_kernel(uint64_t *dst, uint64_t value) { *dst = value; }
 // turn, so that a run can take in its feeds while the previous one still
 // computes; each set has its own programs and graph (they bake in its
 // addresses).
-// Independent neighbouring fused steps, launched as one kernel.
-struct FusedBatch {
-    size_t first_step = 0;
-    size_t device_offset = 0;  // of its image in the set's programs
-    FusedBatchImage image;     // bakes in the set's addresses
-};
-
 struct SlotSet {
-    std::vector<FusedBatch> batches;
     std::vector<void *> feeds, outputs;
     uint64_t *run_index = nullptr;  // device, when the plan draws dropout masks
     std::vector<const void *> bound;  // addresses the programs and graph were built for
@@ -155,8 +147,17 @@ struct PlanState {
     bool errors_pending = false;      // a copy was queued since the last report
     bool checks = false, dropout = false;
 
-    // Fused steps run in batches of independent neighbours (see SlotSet);
-    // `batch_of` names each fused step's batch, launched at its first step.
+    // Fused steps run in batches of independent neighbours; `batch_of`
+    // names each fused step's batch, launched at its first step.
+    struct Batch {
+        size_t first_step = 0;
+        size_t table_offset = 0;  // of its FusedLaunch table in a set's image
+        int count = 0;
+        int64_t blocks = 0;
+        size_t max_program_bytes = 0;
+        bool int32_index = true;
+    };
+    std::vector<Batch> batches;
     std::vector<int> batch_of;
 
     bool use_graph = true;
@@ -226,8 +227,9 @@ public:
     // once per slot set, or when bound addresses change).
     void build_programs(Context &ctx) {
         std::vector<unsigned char> image;
-        set_.batches.clear();
+        st_.batches.clear();
         st_.batch_of.assign(plan_.steps.size(), -1);
+        std::vector<std::vector<FusedLaunch>> tables;
         // Byte ranges the current batch reads and writes.
         std::vector<std::pair<uintptr_t, uintptr_t>> reads, writes;
         auto overlaps = [](const std::vector<std::pair<uintptr_t, uintptr_t>> &ranges, uintptr_t lo, uintptr_t hi) {
@@ -266,8 +268,9 @@ public:
                 independent = independent && !overlaps(writes, w.first, w.second) && !overlaps(reads, w.first, w.second);
             }
             if (!independent) {
-                set_.batches.emplace_back();
-                set_.batches.back().first_step = i;
+                st_.batches.emplace_back();
+                st_.batches.back().first_step = i;
+                tables.emplace_back();
                 reads.clear();
                 writes.clear();
                 open = true;
@@ -275,13 +278,27 @@ public:
             reads.insert(reads.end(), my_reads.begin(), my_reads.end());
             writes.insert(writes.end(), my_writes.begin(), my_writes.end());
             FusedProgram program = build_fused(*step.fused, loads, stores, writes_variables);
-            add_to_batch(set_.batches.back().image, program, writes_variables && st_.checks);
-            st_.batch_of[i] = int(set_.batches.size() - 1);
+            PlanState::Batch &batch = st_.batches.back();
+            FusedLaunch launch{};
+            launch.offset = image.size();
+            launch.bytes = int32_t(program.bytes.size());
+            launch.guarded = writes_variables && st_.checks;
+            launch.elements = program.elements;
+            launch.block_begin = batch.blocks;
+            launch.blocks = fused_blocks(program.elements);
+            batch.blocks += launch.blocks;
+            batch.count += 1;
+            batch.max_program_bytes = std::max(batch.max_program_bytes, program.bytes.size());
+            batch.int32_index = batch.int32_index && program.elements < (int64_t(1) << 31);
+            tables.back().push_back(launch);
+            st_.batch_of[i] = int(st_.batches.size() - 1);
+            image.insert(image.end(), program.bytes.begin(), program.bytes.end());
         }
-        for (FusedBatch &batch : set_.batches) {
-            seal_batch(batch.image);
-            batch.device_offset = image.size();
-            image.insert(image.end(), batch.image.host.begin(), batch.image.host.end());
+        for (size_t b = 0; b < tables.size(); ++b) {
+            image.resize((image.size() + 15) / 16 * 16, 0);
+            st_.batches[b].table_offset = image.size();
+            const auto *bytes = reinterpret_cast<const unsigned char *>(tables[b].data());
+            image.insert(image.end(), bytes, bytes + tables[b].size() * sizeof(FusedLaunch));
         }
         if (image.empty()) return;
         if (image.size() > set_.programs_capacity) {
@@ -302,10 +319,12 @@ public:
                                st_.checks && step.output.storage == Storage::Variable);
                     break;
                 case StepKind::Fused: {
-                    const FusedBatch &batch = set_.batches[size_t(st_.batch_of[i])];
+                    const PlanState::Batch &batch = st_.batches[size_t(st_.batch_of[i])];
                     if (batch.first_step != i) break;  // launched with its batch
-                    const auto *image = static_cast<const unsigned char *>(set_.programs) + batch.device_offset;
-                    launch_fused_batch(k, batch.image, image, set_.run_index);
+                    const auto *image = static_cast<const unsigned char *>(set_.programs);
+                    launch_fused_batch(k, image, reinterpret_cast<const FusedLaunch *>(image + batch.table_offset),
+                                       batch.count, batch.blocks, batch.max_program_bytes, batch.int32_index,
+                                       set_.run_index);
                     break;
                 }
                 case StepKind::Kernel:

@@ -74,26 +74,10 @@ struct FusedLaunch {
 };
 // Blocks a group of `elements` gets.
 int64_t fused_blocks(int64_t elements);
-
-// A batch of groups as one image: the FusedLaunch table at offset 0, then
-// the programs (FusedLaunch::offset is from the image's start).
-struct FusedBatchImage {
-    std::vector<unsigned char> host;
-    std::vector<FusedLaunch> launches;   // until sealed
-    std::vector<unsigned char> programs; // until sealed
-    int count = 0;
-    int64_t blocks = 0;
-    size_t max_program_bytes = 0;
-    bool int32_index = true;
-};
-// Adds `program` to `batch`.
-void add_to_batch(FusedBatchImage &batch, const FusedProgram &program, bool guarded);
-// Finishes the image: the table is written in front of the programs.
-void seal_batch(FusedBatchImage &batch);
-// Runs a batch: from the kernel's parameters when the image is small
-// enough, else from `device_image` (a device copy of batch.host).
-void launch_fused_batch(const KernelContext &k, const FusedBatchImage &batch, const unsigned char *device_image,
-                        const uint64_t *run_index);
+// Runs `count` groups described by `table` (device memory, inside `image`,
+// which holds their programs). `run_index` is device memory.
+void launch_fused_batch(const KernelContext &k, const unsigned char *image, const FusedLaunch *table, int count,
+                        int64_t total_blocks, size_t max_program_bytes, bool int32_index, const uint64_t *run_index);
 
 // ---- Matrix products (cuBLAS) ---------------------------------------------
 
