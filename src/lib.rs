@@ -30,6 +30,7 @@ mod graph;
 mod handle;
 pub mod metrics;
 pub mod nn;
+mod staging;
 mod stream;
 pub mod sys;
 mod tensor;
@@ -44,6 +45,7 @@ pub use graph::{
     BATCH_DEPENDENT,
 };
 pub use nn::{Layer, LayerKind, Model, ModelBuilder};
+pub use staging::Staging;
 pub use stream::{PendingRead, Stream};
 pub use tensor::Tensor;
 pub use train::{Evaluation, Inference, Loss, Trainer};

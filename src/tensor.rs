@@ -4,6 +4,8 @@ use crate::device::Device;
 use crate::dtype::{DType, Element};
 use crate::error::{check, Error, Result};
 use crate::handle::OwnedHandle;
+use crate::staging::Staging;
+use crate::stream::Stream;
 use crate::sys;
 
 /// A dense, row-major array on a device, with a shape and a dtype.
@@ -42,6 +44,56 @@ impl Tensor {
         let status =
             unsafe { sys::fm_buffer_write(buffer.raw(), 0, data.as_ptr().cast(), count, 0) };
         check(status)?;
+        tensor.dtype = T::DTYPE;
+        Ok(tensor)
+    }
+
+    /// A tensor of `shape` holding the elements of `staging` (row-major), in
+    /// one direct copy (pinned memory on CUDA).
+    pub fn from_staging<T: Element>(
+        device: &Device,
+        shape: &[usize],
+        staging: &Staging<T>,
+    ) -> Result<Tensor> {
+        Tensor::from_staging_on(device, shape, staging, None)
+    }
+
+    /// As [`from_staging`](Tensor::from_staging), with the copy on `stream`
+    /// when given (a stream other than the one training steps run on, so
+    /// that the copy need not wait for the step in flight); returns once the
+    /// copy is done either way, so `staging` may be refilled at once.
+    pub fn from_staging_on<T: Element>(
+        device: &Device,
+        shape: &[usize],
+        staging: &Staging<T>,
+        stream: Option<&Stream>,
+    ) -> Result<Tensor> {
+        let count: usize = shape.iter().product();
+        if count > staging.len() {
+            return Err(Error::ShapeMismatch(format!(
+                "Tensor::from_staging: shape {shape:?} has {count} elements, the staging buffer {}",
+                staging.len()
+            )));
+        }
+        let mut tensor = Tensor::uninitialized(device, T::DTYPE, shape)?;
+        let buffer = tensor.buffer_raw()?;
+        let queue = stream.map_or(0, Stream::as_raw);
+        // SAFETY: live handles; the byte count is within both buffers (checked
+        // above and by the library); the staging memory outlives the copy,
+        // which is waited for below.
+        check(unsafe {
+            sys::fm_buffer_write_staged(
+                buffer.raw(),
+                0,
+                staging.as_raw(),
+                0,
+                count * T::DTYPE.size(),
+                queue,
+            )
+        })?;
+        if let Some(stream) = stream {
+            stream.synchronize()?;
+        }
         tensor.dtype = T::DTYPE;
         Ok(tensor)
     }

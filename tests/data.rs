@@ -57,7 +57,10 @@ fn loader_batches_cover_the_epoch_and_shuffle_per_epoch() {
     let batches = all_batches(&plain, 1);
     assert_eq!(batches.len(), 3);
     assert_eq!(batches[2].shape, [2, 2]);
-    assert_eq!(batches[0].inputs, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+    assert_eq!(
+        batches[0].inputs[..],
+        [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    );
     assert_eq!(batches[0].targets, Targets::Classes(vec![0, 1, 2, 0]));
     let dropped = DataLoader::new(data.clone(), &device, 4)
         .unwrap()

@@ -92,6 +92,57 @@ fm_status fm_buffer_write(fm_buffer dst, size_t dst_offset, const void *src, siz
     });
 }
 
+fm_status fm_staging_new(fm_staging *out_staging, fm_device device, size_t bytes) {
+    return guard(__func__, [&] {
+        require_out(out_staging, "out_staging");
+        auto staging = std::make_shared<fm::Staging>(fm::lookup<Device>(device, "device"), bytes);
+        *out_staging = fm::insert(staging);
+    });
+}
+
+fm_status fm_staging_data(void **out_ptr, size_t *out_bytes, fm_staging staging) {
+    return guard(__func__, [&] {
+        require_out(out_ptr, "out_ptr");
+        require_out(out_bytes, "out_bytes");
+        auto s = fm::lookup<fm::Staging>(staging, "staging");
+        *out_ptr = s->data();
+        *out_bytes = s->nbytes();
+    });
+}
+
+fm_status fm_buffer_write_staged(fm_buffer dst, size_t dst_offset, fm_staging src, size_t src_offset,
+                                 size_t bytes, fm_stream stream) {
+    return guard(__func__, [&] {
+        auto buffer = fm::lookup<Buffer>(dst, "dst");
+        auto staging = fm::lookup<fm::Staging>(src, "src");
+        if (staging->device() != buffer->device()) {
+            fail(FM_ERR_INVALID_ARGUMENT, "argument 'src': the staging buffer is for ", staging->device()->label(),
+                 ", the buffer is on ", buffer->device()->label());
+        }
+        auto queue = resolve_stream(stream, *buffer->device());
+        size_t size = buffer->element_size();
+        if (bytes % size != 0) {
+            fail(FM_ERR_INVALID_ARGUMENT, "argument 'bytes': ", bytes, " is not a whole number of ",
+                 fm_dtype_str(buffer->dtype()), " elements");
+        }
+        check_range(*buffer, dst_offset, bytes / size, "dst");
+        if (src_offset > staging->nbytes() || bytes > staging->nbytes() - src_offset) {
+            fail(FM_ERR_OUT_OF_RANGE, "argument 'bytes': src offset ", src_offset, " + ", bytes,
+                 " bytes exceeds the staging buffer of ", staging->nbytes(), " bytes");
+        }
+        if (bytes == 0) return;
+        const auto &transfer = buffer->device()->iface().transfer;
+        const auto *from = static_cast<const char *>(staging->data()) + src_offset;
+        if (transfer.write_from_host) {
+            transfer.write_from_host(buffer->device()->ctx(), buffer->data(), dst_offset * size, from, bytes,
+                                     stream_ctx(queue));
+        } else {
+            transfer.write(buffer->device()->ctx(), buffer->data(), dst_offset * size, from, bytes, stream_ctx(queue));
+        }
+        buffer->used_on(queue);
+    });
+}
+
 fm_status fm_buffer_read(fm_buffer src, size_t src_offset, void *dst, size_t count,
                          fm_stream stream) {
     return guard(__func__, [&] {

@@ -36,6 +36,12 @@ struct MemoryIface {
     void (*pool_stats)(void *device_ctx, fm_pool_stats *out) = nullptr;
     void (*pool_trim)(void *device_ctx) = nullptr;
     void (*pool_reset_peak)(void *device_ctx) = nullptr;
+
+    // Optional: host memory the device copies from directly (CUDA: pinned).
+    // Default: ordinary aligned host memory. host_alloc returns nullptr when
+    // the host has no memory left.
+    void *(*host_alloc)(void *device_ctx, size_t bytes) = nullptr;
+    void (*host_free)(void *device_ctx, void *ptr) = nullptr;
 };
 
 // Work queues. A null stream_ctx in any member below means "synchronous":
@@ -74,6 +80,11 @@ struct TransferIface {
     // learning rate), so that they do not wait for the step in flight.
     // Default: write(..., nullptr).
     void (*write_queued)(void *device_ctx, void *dst, size_t dst_offset, const void *src, size_t bytes) = nullptr;
+    // Optional: a write from memory host_alloc returned, copied directly (no
+    // staging); with a stream, `src` must stay unchanged until the stream is
+    // synchronized. Default: write().
+    void (*write_from_host)(void *device_ctx, void *dst, size_t dst_offset, const void *src, size_t bytes,
+                            void *stream_ctx) = nullptr;
 };
 
 // Device pointers for every storage a plan refers to (see plan.h).

@@ -1,6 +1,7 @@
 #include "device.h"
 
 #include <map>
+#include <new>
 #include <utility>
 
 #include "dtype.h"
@@ -182,6 +183,32 @@ void Buffer::used_on(const std::shared_ptr<Stream> &stream) {
     if (!stream) return;
     std::lock_guard<std::mutex> lock(last_stream_mutex_);
     last_stream_ = stream;
+}
+
+namespace {
+constexpr size_t kStagingAlignment = 64;  // a cache line, and every element's alignment
+}
+
+Staging::Staging(std::shared_ptr<Device> device, size_t bytes) : device_(std::move(device)), bytes_(bytes) {
+    const size_t size = bytes == 0 ? 1 : bytes;
+    const MemoryIface &memory = device_->iface().memory;
+    if (memory.host_alloc) {
+        data_ = memory.host_alloc(device_->ctx(), size);
+    } else {
+        data_ = ::operator new(size, std::align_val_t(kStagingAlignment), std::nothrow);
+    }
+    if (data_ == nullptr) {
+        fail(FM_ERR_OUT_OF_MEMORY, "no host memory for a staging buffer of ", bytes, " bytes for ", device_->label());
+    }
+}
+
+Staging::~Staging() {
+    const MemoryIface &memory = device_->iface().memory;
+    if (memory.host_free) {
+        memory.host_free(device_->ctx(), data_);
+    } else {
+        ::operator delete(data_, std::align_val_t(kStagingAlignment));
+    }
 }
 
 }  // namespace fm

@@ -94,4 +94,25 @@ private:
     std::weak_ptr<Stream> last_stream_;
 };
 
+// Host memory the device copies from directly: pinned on CUDA, so a batch
+// collated into it reaches the device in one DMA, without a staging copy.
+class Staging : public Object {
+public:
+    static constexpr ObjectKind kind = ObjectKind::Staging;
+    // Throws FM_ERR_OUT_OF_MEMORY when the host cannot provide (or pin) it.
+    Staging(std::shared_ptr<Device> device, size_t bytes);
+    ~Staging() override;
+    Staging(const Staging &) = delete;
+    Staging &operator=(const Staging &) = delete;
+
+    const std::shared_ptr<Device> &device() const { return device_; }
+    void *data() const { return data_; }
+    size_t nbytes() const { return bytes_; }
+
+private:
+    std::shared_ptr<Device> device_;
+    void *data_ = nullptr;
+    size_t bytes_ = 0;
+};
+
 }  // namespace fm

@@ -127,6 +127,7 @@ const char *object_kind_name(ObjectKind kind) {
         case ObjectKind::Exec: return "exec";
         case ObjectKind::Trainer: return "trainer";
         case ObjectKind::Inference: return "inference";
+        case ObjectKind::Staging: return "staging";
     }
     return "unknown";
 }

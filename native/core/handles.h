@@ -17,6 +17,7 @@ enum class ObjectKind : uint8_t {
     Exec = 6,
     Trainer = 7,
     Inference = 8,
+    Staging = 9,
 };
 
 const char *object_kind_name(ObjectKind kind);

@@ -151,6 +151,10 @@ void transfer_copy(void *device_ctx, void *dst, size_t dst_offset, const void *s
                    size_t src_offset, size_t bytes, void *stream_ctx);
 void transfer_fill(void *device_ctx, void *dst, size_t dst_offset, size_t count,
                    const void *pattern, size_t pattern_bytes, void *stream_ctx);
+void *host_alloc(void *device_ctx, size_t bytes);
+void host_free(void *device_ctx, void *ptr);
+void transfer_write_from_host(void *device_ctx, void *dst, size_t dst_offset, const void *src, size_t bytes,
+                              void *stream_ctx);
 void transfer_write_queued(void *device_ctx, void *dst, size_t dst_offset, const void *src, size_t bytes);
 
 void *exec_compile(void *device_ctx, const Plan &plan);

@@ -103,6 +103,9 @@ BackendReg make_cuda_reg() {
     reg.iface.transfer.copy = transfer_copy;
     reg.iface.transfer.fill = transfer_fill;
     reg.iface.transfer.write_queued = transfer_write_queued;
+    reg.iface.transfer.write_from_host = transfer_write_from_host;
+    reg.iface.memory.host_alloc = host_alloc;
+    reg.iface.memory.host_free = host_free;
     reg.iface.exec.compile = exec_compile;
     reg.iface.exec.run = exec_run;
     reg.iface.exec.release = exec_release;

@@ -240,5 +240,33 @@ void transfer_write_queued(void *device_ctx, void *dst, size_t dst_offset, const
     check(cudaGetLastError(), "write_inline_kernel launch");
 }
 
+void *host_alloc(void *device_ctx, size_t bytes) {
+    Context &ctx = context(device_ctx);
+    activate(ctx);
+    void *ptr = nullptr;
+    if (cudaMallocHost(&ptr, bytes) != cudaSuccess) {
+        cudaGetLastError();  // out of pinnable memory is an answer, not a failure
+        return nullptr;
+    }
+    return ptr;
+}
+
+void host_free(void *device_ctx, void *ptr) {
+    Context &ctx = context(device_ctx);
+    if (cudaSetDevice(ctx.index) == cudaSuccess) cudaFreeHost(ptr);
+    cudaGetLastError();
+}
+
+void transfer_write_from_host(void *device_ctx, void *dst, size_t dst_offset, const void *src, size_t bytes,
+                              void *stream_ctx) {
+    Context &ctx = context(device_ctx);
+    activate(ctx);
+    // `src` is pinned: one DMA, no staging block.
+    check(cudaMemcpyAsync(static_cast<char *>(dst) + dst_offset, src, bytes, cudaMemcpyHostToDevice,
+                          queue_of(ctx, stream_ctx)),
+          "cudaMemcpyAsync");
+    if (!stream_ctx) synchronize_queue(ctx, nullptr);
+}
+
 }  // namespace cuda
 }  // namespace fm

@@ -7,13 +7,15 @@
 //! batches into host `Vec<f32>` staging buffers and hand them over through
 //! bounded channels (`std::sync::mpsc::sync_channel`): at most the prefetch
 //! depth of batches wait, so memory stays bounded while loading overlaps
-//! the step. The consuming thread turns a batch into device tensors with
-//! [`Tensor::from_slice`], which on CUDA copies through the native
-//! library's pinned staging memory (`fm_buffer_write`), so the host buffers
-//! need not be pinned themselves.
+//! the step. Workers collate straight into [`Staging`] memory (pinned on
+//! CUDA) taken from the loader's pool, so a batch reaches the device in one
+//! direct copy ([`Tensor::from_staging_on`]), made on the loader's own
+//! stream so that it need not wait for the training step in flight; the
+//! staging buffer goes back to the pool when the batch is dropped.
 
+use std::ops::{Deref, DerefMut};
 use std::sync::mpsc::{sync_channel, Receiver};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 
 use super::augment::Augment;
@@ -22,6 +24,8 @@ use super::dataset::{Dataset, Target};
 use super::rng::Rng;
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::staging::Staging;
+use crate::stream::Stream;
 use crate::tensor::Tensor;
 use crate::train::BatchSource;
 
@@ -48,6 +52,114 @@ impl Targets {
     }
 }
 
+/// Staging buffers of one loader, reused batch after batch (pinning memory
+/// is slow on CUDA; reusing it is free).
+struct StagingPool {
+    device: Device,
+    idle: Mutex<Vec<Staging<f32>>>,
+}
+
+impl StagingPool {
+    /// Idle buffers kept beyond this are freed (workers + prefetch bound
+    /// how many are ever in use).
+    const MAX_IDLE: usize = 16;
+
+    /// A zeroed run of `len` floats.
+    fn take(self: &Arc<Self>, len: usize) -> Result<StagedInputs> {
+        let reused = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let best = (0..idle.len())
+                .filter(|&i| idle[i].len() >= len)
+                .min_by_key(|&i| idle[i].len());
+            best.map(|i| idle.swap_remove(i))
+        };
+        let mut staging = match reused {
+            Some(staging) => staging,
+            None => Staging::new(&self.device, len)?,
+        };
+        staging.as_mut_slice()[..len].fill(0.0);
+        Ok(StagedInputs {
+            staging: Some(staging),
+            len,
+            pool: Arc::downgrade(self),
+        })
+    }
+}
+
+/// A batch's features in [`Staging`] memory (pinned on CUDA), handed back
+/// to the loader's pool when dropped. Reads and writes as a `[f32]`.
+pub struct StagedInputs {
+    staging: Option<Staging<f32>>,
+    len: usize,
+    pool: Weak<StagingPool>,
+}
+
+impl StagedInputs {
+    /// The staging buffer (it may be longer than the batch).
+    pub fn staging(&self) -> &Staging<f32> {
+        self.staging.as_ref().expect("present until dropped")
+    }
+}
+
+impl Deref for StagedInputs {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.staging().as_slice()[..self.len]
+    }
+}
+
+impl DerefMut for StagedInputs {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        let len = self.len;
+        &mut self
+            .staging
+            .as_mut()
+            .expect("present until dropped")
+            .as_mut_slice()[..len]
+    }
+}
+
+impl Drop for StagedInputs {
+    fn drop(&mut self) {
+        if let (Some(staging), Some(pool)) = (self.staging.take(), self.pool.upgrade()) {
+            let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < StagingPool::MAX_IDLE {
+                idle.push(staging);
+            }
+        }
+    }
+}
+
+impl Clone for StagedInputs {
+    /// A copy in a new staging buffer. Panics if the host cannot provide
+    /// one, as `Vec` does.
+    fn clone(&self) -> StagedInputs {
+        let pool = self.pool.upgrade().unwrap_or_else(|| {
+            Arc::new(StagingPool {
+                device: self.staging().device().clone(),
+                idle: Mutex::new(Vec::new()),
+            })
+        });
+        let mut copy = pool
+            .take(self.len)
+            .unwrap_or_else(|e| panic!("StagedInputs::clone: {e}"));
+        copy.copy_from_slice(self);
+        copy
+    }
+}
+
+impl PartialEq for StagedInputs {
+    fn eq(&self, other: &StagedInputs) -> bool {
+        self[..] == other[..]
+    }
+}
+
+impl std::fmt::Debug for StagedInputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
 /// One batch collated in host memory, ready to be copied to the device.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostBatch {
@@ -55,8 +167,8 @@ pub struct HostBatch {
     pub indices: Vec<usize>,
     /// `[n, feature_shape...]`.
     pub shape: Vec<usize>,
-    /// The features, row-major in `shape`.
-    pub inputs: Vec<f32>,
+    /// The features, row-major in `shape`, in staging memory.
+    pub inputs: StagedInputs,
     /// The targets.
     pub targets: Targets,
 }
@@ -64,7 +176,21 @@ pub struct HostBatch {
 impl HostBatch {
     /// The (inputs, targets) tensors on `device`.
     pub fn to_device(&self, device: &Device) -> Result<(Tensor, Tensor)> {
-        let inputs = Tensor::from_slice(device, &self.shape, &self.inputs)?;
+        self.to_device_on(device, None)
+    }
+
+    /// As [`to_device`](HostBatch::to_device), copying on `stream` (see
+    /// [`Tensor::from_staging_on`]).
+    pub fn to_device_on(
+        &self,
+        device: &Device,
+        stream: Option<&Stream>,
+    ) -> Result<(Tensor, Tensor)> {
+        let inputs = if self.inputs.staging().device() == device {
+            Tensor::from_staging_on(device, &self.shape, self.inputs.staging(), stream)?
+        } else {
+            Tensor::from_slice(device, &self.shape, &self.inputs)?
+        };
         let targets = match &self.targets {
             Targets::Classes(v) => Tensor::from_slice(device, &[v.len()], v)?,
             Targets::Values(v) => Tensor::from_slice(device, &[v.len(), 1], v)?,
@@ -82,6 +208,7 @@ struct Config {
     drop_last: bool,
     random_transforms: bool,
     augment: Augment,
+    staging: Arc<StagingPool>,
 }
 
 impl Config {
@@ -100,7 +227,7 @@ impl Config {
     fn collate(&self, indices: Vec<usize>, epoch: u64) -> Result<HostBatch> {
         let sample_shape = self.dataset.feature_shape();
         let per_sample: usize = sample_shape.iter().product();
-        let mut inputs = vec![0.0f32; per_sample * indices.len()];
+        let mut inputs = self.staging.take(per_sample * indices.len())?;
         let mut targets: Option<Targets> = None;
         for (slot, &index) in inputs.chunks_exact_mut(per_sample).zip(&indices) {
             let mut rng = Rng::for_sample(self.seed, epoch, index);
@@ -153,6 +280,8 @@ impl Config {
 pub struct DataLoader {
     config: Config,
     device: Device,
+    // Copies batches to the device apart from the training step's queue.
+    upload: Option<Arc<Mutex<Stream>>>,
     workers: usize,
     prefetch: usize,
 }
@@ -189,7 +318,15 @@ impl DataLoader {
                 drop_last: false,
                 random_transforms: false,
                 augment: Augment::none(),
+                staging: Arc::new(StagingPool {
+                    device: device.clone(),
+                    idle: Mutex::new(Vec::new()),
+                }),
             },
+            upload: device
+                .new_stream()
+                .ok()
+                .map(|stream| Arc::new(Mutex::new(stream))),
             device: device.clone(),
             workers: 0,
             prefetch: 2,
@@ -314,10 +451,15 @@ impl DataLoader {
 
 impl BatchSource for DataLoader {
     fn batches(&self, epoch: u64) -> Box<dyn Iterator<Item = Result<(Tensor, Tensor)>> + '_> {
-        Box::new(
-            self.host_epoch(epoch)
-                .map(move |batch| batch.and_then(|b| b.to_device(&self.device))),
-        )
+        Box::new(self.host_epoch(epoch).map(move |batch| {
+            batch.and_then(|b| match &self.upload {
+                Some(upload) => {
+                    let stream = upload.lock().unwrap_or_else(|e| e.into_inner());
+                    b.to_device_on(&self.device, Some(&stream))
+                }
+                None => b.to_device(&self.device),
+            })
+        }))
     }
 }
 

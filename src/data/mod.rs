@@ -24,7 +24,7 @@ pub use cache::{ByteLru, CacheStats};
 pub use csv::{CsvDataset, CsvTask};
 pub use dataset::{Dataset, InMemory, Sample, Target};
 pub use image_folder::{BadFiles, Crop, ImageFolder, ImageFolderBuilder, ScanReport};
-pub use loader::{DataLoader, HostBatch, HostEpoch, Targets};
+pub use loader::{DataLoader, HostBatch, HostEpoch, StagedInputs, Targets};
 pub use mnist::{Mnist, MnistSplit};
 pub use rng::Rng;
 pub use split::{train_validation_split, Subset};

@@ -77,6 +77,8 @@ pub type fm_device = usize;
 pub type fm_buffer = usize;
 #[doc = " An ordered queue of asynchronous work on one device."]
 pub type fm_stream = usize;
+#[doc = " Host memory the device copies from directly (fm_staging_new)."]
+pub type fm_staging = usize;
 unsafe extern "C" {
     #[doc = " Adds one reference to any ferrometal handle.\n  Errors: FM_ERR_INVALID_HANDLE. Thread-safe."]
     pub fn fm_retain(handle: usize) -> fm_status;
@@ -235,6 +237,33 @@ unsafe extern "C" {
         dst_offset: usize,
         src: *const ::std::os::raw::c_void,
         count: usize,
+        stream: fm_stream,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " Host memory for data on its way to `device` (a batch being collated):\n  page-locked (pinned) on CUDA, so fm_buffer_write_staged moves it in one\n  DMA without the extra copy fm_buffer_write makes; ordinary host memory,\n  aligned to 64 bytes, on the CPU. Fill it through fm_staging_data.\n  Returns a new reference.\n  Errors: FM_ERR_OUT_OF_MEMORY when the host cannot provide (or pin) it."]
+    pub fn fm_staging_new(
+        out_staging: *mut fm_staging,
+        device: fm_device,
+        bytes: usize,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " The host address and size of `staging`. The memory stays valid while\n  the staging buffer lives."]
+    pub fn fm_staging_data(
+        out_ptr: *mut *mut ::std::os::raw::c_void,
+        out_bytes: *mut usize,
+        staging: fm_staging,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " Copies `bytes` bytes of `src` (from byte `src_offset`) into `dst` (from\n  element `dst_offset`; `bytes` must be whole elements). Both must belong\n  to the same device. With a stream the call returns once the copy is\n  queued, and `src` must stay alive and unchanged until the stream is\n  synchronized; with stream 0 it returns when the copy is done.\n  Errors: FM_ERR_INVALID_ARGUMENT (different devices, part of an element);\n  FM_ERR_OUT_OF_RANGE (either range outside its buffer)."]
+    pub fn fm_buffer_write_staged(
+        dst: fm_buffer,
+        dst_offset: usize,
+        src: fm_staging,
+        src_offset: usize,
+        bytes: usize,
         stream: fm_stream,
     ) -> fm_status;
 }

@@ -6,6 +6,7 @@
 mod bad_input;
 mod buffers;
 mod devices;
+mod staging;
 mod streams;
 
 #[path = "../common/mod.rs"]
