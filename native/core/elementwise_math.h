@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "graph.h"
 #include "kernel_shapes.h"  // FM_HOST_DEVICE
 
 namespace fm::ew {
@@ -81,6 +82,49 @@ FM_HOST_DEVICE inline uint64_t dropout_base(uint64_t seed, uint64_t run_index) {
 FM_HOST_DEVICE inline float dropout_mask(uint64_t base, uint64_t index, float p) {
     double u = double(mix(base ^ index) >> 11) * 0x1.0p-53;
     return u >= double(p) ? 1.0f / (1.0f - p) : 0.0f;
+}
+
+// One elementwise primitive on scalars (operands a, b, c; parameters p0,
+// p1 as FusedInstruction carries them). DropoutMask is not a function of
+// its operands and is handled by the callers.
+FM_HOST_DEVICE inline float apply(Prim prim, float a, float b, float c, float p0, float p1) {
+    switch (prim) {
+        case Prim::Neg: return neg(a);
+        case Prim::Abs: return abs(a);
+        case Prim::Exp: return exp(a);
+        case Prim::Log: return log(a);
+        case Prim::Sqrt: return sqrt(a);
+        case Prim::Rsqrt: return rsqrt(a);
+        case Prim::Pow: return pow(a, p0);
+        case Prim::Clamp: return clamp(a, p0, p1);
+        case Prim::Relu: return relu(a);
+        case Prim::LeakyRelu: return leaky_relu(a, p0);
+        case Prim::Elu: return elu(a, p0);
+        case Prim::Sigmoid: return sigmoid(a);
+        case Prim::Tanh: return tanh(a);
+        case Prim::Silu: return silu(a);
+        case Prim::GeluErf: return gelu_erf(a);
+        case Prim::GeluTanh: return gelu_tanh(a);
+        case Prim::GeluErfDerivative: return gelu_erf_derivative(a);
+        case Prim::GeluTanhDerivative: return gelu_tanh_derivative(a);
+        case Prim::Softplus: return softplus(a);
+        case Prim::Step: return step(a);
+        case Prim::Sign: return sign(a);
+        case Prim::Add: return add(a, b);
+        case Prim::Sub: return sub(a, b);
+        case Prim::Mul: return mul(a, b);
+        case Prim::Div: return div(a, b);
+        case Prim::Maximum: return maximum(a, b);
+        case Prim::Minimum: return minimum(a, b);
+        case Prim::Equal: return equal(a, b);
+        case Prim::NotEqual: return not_equal(a, b);
+        case Prim::Less: return less(a, b);
+        case Prim::LessEqual: return less_equal(a, b);
+        case Prim::Greater: return greater(a, b);
+        case Prim::GreaterEqual: return greater_equal(a, b);
+        case Prim::Where: return where(a, b, c);
+        default: return 0.0f;
+    }
 }
 
 }  // namespace fm::ew

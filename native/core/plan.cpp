@@ -1,9 +1,11 @@
 #include "plan.h"
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 
 #include "dtype.h"
+#include "elementwise_math.h"
 #include "error.h"
 
 namespace fm {
@@ -77,6 +79,7 @@ private:
     void mark_needed();
     void specialise();
     void schedule();
+    void fold_constants();
     void form_groups();
     void lay_out();
 
@@ -91,6 +94,10 @@ private:
     std::vector<int32_t> group_of;      // fused group per node, -1 if none
     std::vector<std::vector<uint32_t>> groups;
     std::vector<int32_t> alias_of;      // views: the node whose storage they share
+    // One-element values known before running (element counts, elementwise
+    // functions of those and of constants): plan scalars, not steps.
+    std::vector<bool> folded;
+    std::vector<float> folded_value;
     Plan plan;
 };
 
@@ -149,6 +156,46 @@ void Planner::schedule() {
     order.insert(order.end(), assigns.begin(), assigns.end());
 }
 
+void Planner::fold_constants() {
+    folded.assign(g.size(), false);
+    folded_value.assign(g.size(), 0.0f);
+    std::vector<bool> known(g.size(), false);
+    for (uint32_t v : order) {
+        const Node &node = g.node(v);
+        if (element_count(shapes[v]) != 1 || node.dtype != FM_DTYPE_F32) continue;
+        if (node.prim == Prim::Constant) {
+            std::memcpy(&folded_value[v], g.constant_data(node.slot).data(), sizeof(float));
+            known[v] = true;  // a source already: known, but not a new scalar
+        } else if (node.prim == Prim::ElementCount) {
+            uint32_t mask = axes_mask(node.attrs, shapes[node.inputs[0]].size());
+            double count = 1;
+            for (size_t i = 0; i < shapes[node.inputs[0]].size(); ++i) {
+                if (mask >> i & 1) count *= double(shapes[node.inputs[0]][i]);
+            }
+            folded_value[v] = float(count);
+            known[v] = folded[v] = true;
+        } else if (prim_is_elementwise(node.prim) && node.prim != Prim::DropoutMask && !node.inputs.empty() &&
+                   node.inputs.size() <= 3) {
+            float operands[3] = {0, 0, 0};
+            bool all = true;
+            for (size_t i = 0; all && i < node.inputs.size(); ++i) {
+                all = known[node.inputs[i]];
+                if (all) operands[i] = folded_value[node.inputs[i]];
+            }
+            if (!all) continue;
+            float p0 = 0, p1 = 0;
+            instruction_params(node, &p0, &p1);
+            folded_value[v] = ew::apply(node.prim, operands[0], operands[1], operands[2], p0, p1);
+            known[v] = folded[v] = true;
+        }
+    }
+    // A fetched value is computed by a step into its output (its inputs may
+    // still be folded).
+    for (uint32_t f : fetches) {
+        if (g.node(f).prim != Prim::ElementCount) folded[f] = false;
+    }
+}
+
 // Greedy fusion: an elementwise node joins the group of one of its
 // elementwise inputs when all members have one shape. A group is sealed as
 // soon as a node outside it consumes one of its values, since the group runs
@@ -160,6 +207,7 @@ void Planner::form_groups() {
     for (size_t i = 0; i < order.size(); ++i) position[order[i]] = i;
     for (uint32_t v : order) {
         const Node &node = g.node(v);
+        if (folded[v]) continue;  // a plan scalar, computed already
         if (prim_is_elementwise(node.prim)) {
             // Every open group of this shape among the inputs joins one: an
             // open group has only elementwise consumers so far, so merging
@@ -318,14 +366,9 @@ void Planner::lay_out() {
             // A token has no data of its own; fetched, it reads as 0.
             ref.storage = Storage::Scalar, ref.index = uint32_t(plan.scalars.size());
             plan.scalars.push_back(0.0f);
-        } else if (node.prim == Prim::ElementCount) {
-            uint32_t mask = axes_mask(node.attrs, shapes[node.inputs[0]].size());
-            double count = 1;
-            for (size_t i = 0; i < shapes[node.inputs[0]].size(); ++i) {
-                if (mask >> i & 1) count *= double(shapes[node.inputs[0]][i]);
-            }
+        } else if (folded[v]) {
             ref.storage = Storage::Scalar, ref.index = uint32_t(plan.scalars.size());
-            plan.scalars.push_back(float(count));
+            plan.scalars.push_back(folded_value[v]);
         } else if (fetched != output_slot.end()) {
             ref = plan.outputs[fetched->second];
         } else if (in_place[v] >= 0) {
@@ -414,17 +457,10 @@ void Planner::lay_out() {
                 ins.prim = member.prim;
                 int32_t *operands[3] = {&ins.a, &ins.b, &ins.c};
                 for (size_t k = 0; k < member.inputs.size() && k < 3; ++k) *operands[k] = reg.at(member.inputs[k]);
-                const fm_op_attrs &a = member.attrs;
-                switch (member.prim) {
-                    case Prim::LeakyRelu: ins.p0 = float(a.slope); break;
-                    case Prim::Elu: ins.p0 = float(a.alpha); break;
-                    case Prim::Pow: ins.p0 = float(a.exponent); break;
-                    case Prim::Clamp: ins.p0 = float(a.min), ins.p1 = float(a.max); break;
-                    case Prim::DropoutMask:
-                        ins.p0 = float(a.p), ins.seed = a.seed, ins.a = -1;
-                        plan.uses_dropout = true;
-                        break;
-                    default: break;
+                instruction_params(member, &ins.p0, &ins.p1);
+                if (member.prim == Prim::DropoutMask) {
+                    ins.seed = member.attrs.seed, ins.a = -1;
+                    plan.uses_dropout = true;
                 }
                 fused->code.push_back(ins);
                 reg[m] = next++;
@@ -454,7 +490,7 @@ void Planner::lay_out() {
             step.origin = node.origin;
             plan.steps.push_back(std::move(step));
         } else if (node.prim == Prim::Placeholder || node.prim == Prim::Variable ||
-                   node.prim == Prim::Constant || node.prim == Prim::ElementCount) {
+                   node.prim == Prim::Constant || folded[v]) {
             place(v, i);
         } else {
             Step step;
@@ -486,6 +522,7 @@ Plan Planner::run() {
     mark_needed();
     specialise();
     schedule();
+    fold_constants();
     form_groups();
     lay_out();
     return std::move(plan);
@@ -508,6 +545,19 @@ std::string describe(const TensorRef &ref) {
 }
 
 }  // namespace
+
+void instruction_params(const Node &node, float *p0, float *p1) {
+    const fm_op_attrs &a = node.attrs;
+    *p0 = 0, *p1 = 0;
+    switch (node.prim) {
+        case Prim::LeakyRelu: *p0 = float(a.slope); break;
+        case Prim::Elu: *p0 = float(a.alpha); break;
+        case Prim::Pow: *p0 = float(a.exponent); break;
+        case Prim::Clamp: *p0 = float(a.min), *p1 = float(a.max); break;
+        case Prim::DropoutMask: *p0 = float(a.p); break;
+        default: break;
+    }
+}
 
 void print_plan(const Plan &plan, std::FILE *out) {
     std::fprintf(out, "plan: %zu steps, arena %zu bytes (%zu unshared)\n", plan.steps.size(), plan.arena_bytes,

@@ -39,6 +39,10 @@ struct FusedInstruction {
     uint64_t seed = 0;      // dropout
 };
 
+// The parameters an elementwise node's instruction carries (p0, p1 of
+// FusedInstruction) from its attributes.
+void instruction_params(const Node &node, float *p0, float *p1);
+
 struct Fused {
     Shape shape;                        // every member has this shape
     std::vector<TensorRef> loads;       // broadcast to `shape`

@@ -112,47 +112,11 @@ Schedule schedule(const Fused &fused) {
 }
 
 __device__ float compute(const Op &op, const float *r, int64_t index, uint64_t run_index) {
-    const float x = op.a >= 0 ? r[op.a] : 0.0f;
-    const float y = op.b >= 0 ? r[op.b] : 0.0f;
-    switch (Prim(op.prim)) {
-        case Prim::Neg: return ew::neg(x);
-        case Prim::Abs: return ew::abs(x);
-        case Prim::Exp: return ew::exp(x);
-        case Prim::Log: return ew::log(x);
-        case Prim::Sqrt: return ew::sqrt(x);
-        case Prim::Rsqrt: return ew::rsqrt(x);
-        case Prim::Pow: return ew::pow(x, op.p0);
-        case Prim::Clamp: return ew::clamp(x, op.p0, op.p1);
-        case Prim::Relu: return ew::relu(x);
-        case Prim::LeakyRelu: return ew::leaky_relu(x, op.p0);
-        case Prim::Elu: return ew::elu(x, op.p0);
-        case Prim::Sigmoid: return ew::sigmoid(x);
-        case Prim::Tanh: return ew::tanh(x);
-        case Prim::Silu: return ew::silu(x);
-        case Prim::GeluErf: return ew::gelu_erf(x);
-        case Prim::GeluTanh: return ew::gelu_tanh(x);
-        case Prim::GeluErfDerivative: return ew::gelu_erf_derivative(x);
-        case Prim::GeluTanhDerivative: return ew::gelu_tanh_derivative(x);
-        case Prim::Softplus: return ew::softplus(x);
-        case Prim::Step: return ew::step(x);
-        case Prim::Sign: return ew::sign(x);
-        case Prim::Add: return ew::add(x, y);
-        case Prim::Sub: return ew::sub(x, y);
-        case Prim::Mul: return ew::mul(x, y);
-        case Prim::Div: return ew::div(x, y);
-        case Prim::Maximum: return ew::maximum(x, y);
-        case Prim::Minimum: return ew::minimum(x, y);
-        case Prim::Equal: return ew::equal(x, y);
-        case Prim::NotEqual: return ew::not_equal(x, y);
-        case Prim::Less: return ew::less(x, y);
-        case Prim::LessEqual: return ew::less_equal(x, y);
-        case Prim::Greater: return ew::greater(x, y);
-        case Prim::GreaterEqual: return ew::greater_equal(x, y);
-        case Prim::Where: return ew::where(x, y, r[op.c]);
-        case Prim::DropoutMask:
-            return ew::dropout_mask(ew::dropout_base(op.seed, run_index), uint64_t(index), op.p0);
-        default: return 0.0f;  // check_fused refused it
+    if (Prim(op.prim) == Prim::DropoutMask) {
+        return ew::dropout_mask(ew::dropout_base(op.seed, run_index), uint64_t(index), op.p0);
     }
+    return ew::apply(Prim(op.prim), op.a >= 0 ? r[op.a] : 0.0f, op.b >= 0 ? r[op.b] : 0.0f,
+                     op.c >= 0 ? r[op.c] : 0.0f, op.p0, op.p1);
 }
 
 // Index is int32_t when every group has fewer than 2^31 elements: 64-bit
