@@ -98,6 +98,10 @@ private:
     // functions of those and of constants): plan scalars, not steps.
     std::vector<bool> folded;
     std::vector<float> folded_value;
+    // BroadcastLike nodes read only by fused groups: no step, their groups
+    // load the input and broadcast it themselves (one read of the small
+    // tensor instead of writing and reading the broadcast one).
+    std::vector<bool> broadcast_view;
     Plan plan;
 };
 
@@ -201,6 +205,20 @@ void Planner::fold_constants() {
 // soon as a node outside it consumes one of its values, since the group runs
 // at its last member's place in the schedule.
 void Planner::form_groups() {
+    broadcast_view.assign(g.size(), false);
+    std::vector<bool> other_consumer(g.size(), false);
+    for (uint32_t v : order) {
+        const Node &node = g.node(v);
+        for (size_t i = 0; i < node.inputs.size(); ++i) {
+            if (!prim_is_elementwise(node.prim) || folded[v]) other_consumer[node.inputs[i]] = true;
+        }
+    }
+    for (uint32_t f : fetches) other_consumer[f] = true;
+    for (uint32_t v : order) {
+        const Node &node = g.node(v);
+        broadcast_view[v] = node.prim == Prim::BroadcastLike && !other_consumer[v] && node.effects.empty() &&
+                            node.dtype == FM_DTYPE_F32;
+    }
     group_of.assign(g.size(), -1);
     std::vector<bool> sealed;
     std::vector<size_t> position(g.size(), 0);  // in the schedule
@@ -275,11 +293,12 @@ void Planner::lay_out() {
     };
     for (uint32_t v : order) {
         const Node &node = g.node(v);
-        if (alias_of[v] >= 0 || node.prim == Prim::Group) continue;
+        if (alias_of[v] >= 0 || node.prim == Prim::Group || broadcast_view[v]) continue;
         for (size_t i = 0; i < node.inputs.size(); ++i) {
             uint32_t input = node.inputs[i];
             if (input_is_shape_only(node.prim, i)) continue;
             bool same_group = group_of[v] >= 0 && group_of[v] == group_of[input];
+            if (broadcast_view[input]) input = g.node(input).inputs[0];
             if (!same_group) use(input, runs_at[v]);
         }
     }
@@ -412,7 +431,7 @@ void Planner::lay_out() {
     for (size_t i = 0; i < order.size(); ++i) {
         uint32_t v = order[i];
         const Node &node = g.node(v);
-        if (alias_of[v] >= 0 || node.prim == Prim::Group) continue;
+        if (alias_of[v] >= 0 || node.prim == Prim::Group || broadcast_view[v]) continue;
         if (node.prim == Prim::Assign && !snapshots_taken) {
             snapshots_taken = true;
             copy_out_fetches(i);
@@ -445,9 +464,11 @@ void Planner::lay_out() {
             for (uint32_t m : members) {
                 for (uint32_t input : g.node(m).inputs) {
                     if (group_of[input] == group || reg.count(input)) continue;
-                    place(root(input), i);
+                    // A broadcast view loads its (smaller) input, broadcast by the group.
+                    uint32_t source = broadcast_view[input] ? g.node(input).inputs[0] : input;
+                    place(root(source), i);
                     reg[input] = int32_t(fused->loads.size());
-                    fused->loads.push_back(ref_of(input));
+                    fused->loads.push_back(ref_of(source));
                 }
             }
             int32_t next = int32_t(fused->loads.size());
