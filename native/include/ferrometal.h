@@ -798,8 +798,9 @@ fm_status fm_exec_run(fm_exec exec, const fm_feed *feeds, size_t num_feeds, cons
  *  may be overwritten at once), before the device has finished: reading a
  *  fetched tensor or a variable waits for it. An index out of range found by
  *  the device cannot stop the call that queued it; that run skips its
- *  assignments (variables stay as they were) and the error is returned by
- *  this function or by the executable's next run. The CPU finishes every
+ *  assignments (variables stay as they were), and so do runs queued after it
+ *  until the error has been returned, by this function or by the
+ *  executable's next run that finds the bad run finished. The CPU finishes every
  *  run before returning, and fm_exec_run itself returns such errors. */
 fm_status fm_exec_synchronize(fm_exec exec);
 

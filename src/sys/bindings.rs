@@ -834,7 +834,7 @@ unsafe extern "C" {
     ) -> fm_status;
 }
 unsafe extern "C" {
-    #[doc = " Waits for the runs queued so far and returns the data error one of them\n  found (FM_ERR_OUT_OF_RANGE: an index or label outside its range).\n\n  On a GPU, fm_exec_run with stream 0 queues the run on the device's\n  internal queue and returns once its feeds have been consumed (so they\n  may be overwritten at once), before the device has finished: reading a\n  fetched tensor or a variable waits for it. An index out of range found by\n  the device cannot stop the call that queued it; that run skips its\n  assignments (variables stay as they were) and the error is returned by\n  this function or by the executable's next run. The CPU finishes every\n  run before returning, and fm_exec_run itself returns such errors."]
+    #[doc = " Waits for the runs queued so far and returns the data error one of them\n  found (FM_ERR_OUT_OF_RANGE: an index or label outside its range).\n\n  On a GPU, fm_exec_run with stream 0 queues the run on the device's\n  internal queue and returns once its feeds have been consumed (so they\n  may be overwritten at once), before the device has finished: reading a\n  fetched tensor or a variable waits for it. An index out of range found by\n  the device cannot stop the call that queued it; that run skips its\n  assignments (variables stay as they were), and so do runs queued after it\n  until the error has been returned, by this function or by the\n  executable's next run that finds the bad run finished. The CPU finishes every\n  run before returning, and fm_exec_run itself returns such errors."]
     pub fn fm_exec_synchronize(exec: fm_exec) -> fm_status;
 }
 unsafe extern "C" {
