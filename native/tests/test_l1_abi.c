@@ -605,6 +605,41 @@ static void test_write_read(void) {
     CHECK_OK(fm_release(device));
 }
 
+/* Staging buffers: host memory the device copies from directly. */
+static void test_staging(void) {
+    fm_device device = open_cpu();
+    fm_buffer f32 = new_buffer(device, FM_DTYPE_F32, 8);
+    fm_staging staging = 0;
+    void *ptr = NULL;
+    size_t bytes = 0;
+    float back[8];
+    int i;
+
+    CHECK_OK(fm_staging_new(&staging, device, 8 * sizeof(float)));
+    CHECK_OK(fm_staging_data(&ptr, &bytes, staging));
+    CHECK(ptr != NULL && bytes == 8 * sizeof(float) && (uintptr_t)ptr % 64 == 0);
+    for (i = 0; i < 8; i++) ((float *)ptr)[i] = (float)i + 0.5f;
+    /* Elements 2..5 from bytes 4..20 of the staging buffer. */
+    CHECK_OK(fm_buffer_fill(f32, 0, 8, 0.0, 0));
+    CHECK_OK(fm_buffer_write_staged(f32, 2, staging, 4, 4 * sizeof(float), 0));
+    CHECK_OK(fm_buffer_read(f32, 0, back, 8, 0));
+    CHECK(back[0] == 0 && back[1] == 0 && back[2] == 1.5f && back[5] == 4.5f && back[6] == 0);
+    /* Ranges, part of an element, and handle kinds are refused; nothing changes. */
+    EXPECT(FM_ERR_OUT_OF_RANGE, fm_buffer_write_staged(f32, 6, staging, 0, 4 * sizeof(float), 0));
+    EXPECT(FM_ERR_OUT_OF_RANGE, fm_buffer_write_staged(f32, 0, staging, 20, 4 * sizeof(float), 0));
+    EXPECT(FM_ERR_INVALID_ARGUMENT, fm_buffer_write_staged(f32, 0, staging, 0, 3, 0));
+    CHECK(strstr(fm_last_error(), "bytes") != NULL);
+    EXPECT(FM_ERR_INVALID_HANDLE, fm_buffer_write_staged(staging, 0, f32, 0, 4, 0));
+    EXPECT(FM_ERR_INVALID_HANDLE, fm_staging_data(&ptr, &bytes, f32));
+    EXPECT(FM_ERR_INVALID_ARGUMENT, fm_staging_new(NULL, device, 4));
+    CHECK_OK(fm_buffer_read(f32, 0, back, 8, 0));
+    CHECK(back[2] == 1.5f && back[6] == 0);
+    CHECK_OK(fm_release(staging));
+    EXPECT(FM_ERR_INVALID_HANDLE, fm_staging_data(&ptr, &bytes, staging));
+    CHECK_OK(fm_release(f32));
+    CHECK_OK(fm_release(device));
+}
+
 static void test_out_of_range(void) {
     fm_device device = open_cpu();
     fm_buffer ten = new_buffer(device, FM_DTYPE_F32, 10);
@@ -1020,6 +1055,7 @@ int main(void) {
     test_buffer_new_errors();
     test_zero_length();
     test_write_read();
+    test_staging();
     test_out_of_range();
     test_copy();
     test_fill_integers();
