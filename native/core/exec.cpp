@@ -189,13 +189,18 @@ std::vector<std::shared_ptr<Tensor>> Exec::run(const std::vector<Feed> &feeds, c
         bindings.feeds[graph_->node(feed.placeholder).slot] = feed.tensor->buffer->data();
     }
     // Output buffers are reused once the caller has let go of the last
-    // run's tensors (a training loop's loss), so a step allocates nothing.
+    // run's tensors (a training loop's loss), so a step allocates nothing;
+    // only on the same stream, so that work still queued on another stream
+    // (a read of the old tensor) cannot see the new values. (A stream that
+    // is gone has finished its work.)
     std::vector<std::shared_ptr<Tensor>> outputs;
     entry.outputs.resize(plan.outputs.size());
+    const bool same_stream = entry.outputs_stream.lock() == stream;
+    entry.outputs_stream = stream;
     for (size_t i = 0; i < plan.outputs.size(); ++i) {
         const TensorRef &out = plan.outputs[i];
         std::shared_ptr<Buffer> &cached = entry.outputs[i];
-        if (!cached || cached.use_count() > 1) {
+        if (!cached || cached.use_count() > 1 || !same_stream) {
             cached = std::make_shared<Buffer>(device_, out.dtype, size_t(element_count(out.shape)));
         }
         bindings.outputs.push_back(cached->data());

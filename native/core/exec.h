@@ -57,6 +57,7 @@ private:
         void *ctx = nullptr;
         std::shared_ptr<Buffer> arena, scalars;
         std::vector<std::shared_ptr<Buffer>> outputs;  // of the last run, reused when released
+        std::weak_ptr<Stream> outputs_stream;          // the stream that run wrote them on
         uint64_t last_used = 0;
     };
     // Plans kept at most; the least recently used goes first, with its arena.

@@ -349,6 +349,9 @@ void Planner::lay_out() {
             }
             for (uint32_t input : r.inputs) {
                 if (root(input) != variable) continue;
+                // A broadcast view is read where its consumer groups run, at
+                // other indices than they write: never in place of those.
+                if (broadcast_view[reader]) safe = false;
                 bool same_group = group_of[reader] >= 0 && group_of[reader] == group_of[value];
                 if (!same_group && runs_at[reader] >= at) safe = false;
             }

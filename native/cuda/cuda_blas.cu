@@ -17,6 +17,12 @@ void check_blas(cublasStatus_t status, const char *call) {
          cublasGetStatusName(status), " (", cublasGetStatusString(status), ")");
 }
 
+// The stream and the plan's workspace (cublasSetStream resets the latter).
+void bind(const KernelContext &k) {
+    check_blas(cublasSetStream(k.blas, k.stream), "cublasSetStream");
+    check_blas(cublasSetWorkspace(k.blas, k.blas_workspace, k.blas_workspace_bytes), "cublasSetWorkspace");
+}
+
 }  // namespace
 
 void gemm_batched(const KernelContext &k, bool ta, bool tb, int64_t m, int64_t n, int64_t kk, const float *a,
@@ -24,7 +30,7 @@ void gemm_batched(const KernelContext &k, bool ta, bool tb, int64_t m, int64_t n
                   int64_t stride_c, int64_t batch, float beta) {
     if (m == 0 || n == 0 || batch == 0) return;
     const float alpha = 1.0f;
-    check_blas(cublasSetStream(k.blas, k.stream), "cublasSetStream");
+    bind(k);
     check_blas(cublasSgemmStridedBatched_64(k.blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n,
                                             m, kk, &alpha, b, ldb, stride_b, a, lda, stride_a, &beta, c, ldc, stride_c,
                                             batch),
@@ -43,7 +49,7 @@ void matmul(const KernelContext &k, const MatmulShape &s, const float *a, const 
     cublasOperation_t op_a = s.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     int64_t ldb = s.transpose_b ? s.k : s.n;
     int64_t lda = s.transpose_a ? s.m : s.k;
-    check_blas(cublasSetStream(k.blas, k.stream), "cublasSetStream");
+    bind(k);
     if (s.batch == 1) {
         check_blas(cublasSgemm_64(k.blas, op_b, op_a, s.n, s.m, s.k, &alpha, b, ldb, a, lda, &beta, c, s.n),
                    "cublasSgemm");

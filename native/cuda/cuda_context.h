@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <mutex>
 #include <set>
+#include <unordered_map>
 #include <string>
 #include <vector>
 
@@ -108,6 +109,12 @@ struct Context {
 
     std::mutex exec_mutex;  // creates `exec`
     DeviceExec *exec = nullptr;
+
+    // Outputs of runs queued without a stream, by device address, with an
+    // event after the copy that writes them: a later run fed one of them
+    // waits for that copy (cuda_exec.cu).
+    std::mutex produced_mutex;
+    std::unordered_map<const void *, cudaEvent_t> produced;
 };
 
 struct Stream {

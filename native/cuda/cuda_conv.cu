@@ -107,7 +107,7 @@ __global__ void sum_partials_kernel(const float *partials, int64_t splits, int64
 
 // Whether every index of a chunk's kernels fits in int32_t.
 bool fits_int32(const ConvShape &s, int64_t cn, int64_t n0) {
-    const int64_t limit = int64_t(1) << 31;
+    const int64_t limit = kInt32Limit;
     const int64_t col = s.c_in * s.kh * s.kw * cn * s.out_h * s.out_w;
     const int64_t x = (n0 + cn) * s.c_in * s.h * s.w;
     return col < limit && x < limit;
@@ -293,7 +293,7 @@ void max_pool2d_forward(const KernelContext &k, const PoolShape &s, const float 
 
 void max_pool2d_backward(const KernelContext &k, const PoolShape &s, const float *x, const float *dy, float *dx) {
     const bool disjoint = s.stride_h >= s.dilation_h * (s.kh - 1) + 1 && s.stride_w >= s.dilation_w * (s.kw - 1) + 1;
-    if (disjoint && s.n * s.c * s.h * s.w < (int64_t(1) << 31)) {
+    if (disjoint && s.n * s.c * s.h * s.w < kInt32Limit) {
         fill(k, dx, s.n * s.c * s.h * s.w, 0.0f);
         const int64_t outputs = s.n * s.c * s.out_h * s.out_w;
         if (outputs == 0) return;

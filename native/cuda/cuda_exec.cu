@@ -22,18 +22,20 @@
 namespace fm {
 namespace cuda {
 
-// What the plans of one device share: the cuBLAS handle and its workspace.
+// What the plans of one device share: the cuBLAS handle (each plan brings
+// its own workspace, so that plans replaying at once never share one).
 // Runs of a device are serialised by `mutex` while they queue work.
 struct DeviceExec {
     std::mutex mutex;
     cublasHandle_t blas = nullptr;
-    void *blas_workspace = nullptr;
     int sm_count = 1;
 };
 
 namespace {
 
-constexpr size_t kBlasWorkspaceBytes = size_t(32) << 20;
+// cuBLAS's workspace per plan (its recommendation for Hopper is 32 MiB; our
+// GEMMs are small).
+constexpr size_t kBlasWorkspaceBytes = size_t(8) << 20;
 
 void check_blas(cublasStatus_t status, const char *call) {
     if (status != CUBLAS_STATUS_SUCCESS) {
@@ -55,16 +57,13 @@ DeviceExec &device_exec(Context &ctx) {
     check(cudaDeviceGetAttribute(&exec->sm_count, cudaDevAttrMultiProcessorCount, ctx.index),
           "cudaDeviceGetAttribute");
     check_blas(cublasCreate(&exec->blas), "cublasCreate");
-    // Graph capture needs cuBLAS to use memory it was given, not allocate.
-    cudaError_t err = cudaMalloc(&exec->blas_workspace, kBlasWorkspaceBytes);
-    if (err != cudaSuccess) {
-        cublasDestroy(exec->blas);
-        fail_cuda(err, "cudaMalloc");
-    }
-    check_blas(cublasSetWorkspace(exec->blas, exec->blas_workspace, kBlasWorkspaceBytes), "cublasSetWorkspace");
     // FP32 by default (TF32 would change results in the fourth digit).
     cublasMath_t math = env_flag("FERROMETAL_TF32", false) ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH;
-    check_blas(cublasSetMathMode(exec->blas, math), "cublasSetMathMode");
+    cublasStatus_t status = cublasSetMathMode(exec->blas, math);
+    if (status != CUBLAS_STATUS_SUCCESS) {
+        cublasDestroy(exec->blas);
+        check_blas(status, "cublasSetMathMode");
+    }
     ctx.exec = exec.release();
     return *ctx.exec;
 }
@@ -137,6 +136,7 @@ struct SlotSet {
 struct PlanState {
     size_t workspace_bytes = 0;
     void *workspace = nullptr;
+    void *blas_workspace = nullptr;
     std::vector<size_t> feed_bytes, output_bytes;
     SlotSet sets[2];
     int next_set = 0;
@@ -164,6 +164,7 @@ struct PlanState {
     cudaStream_t capture = nullptr;   // private: nothing else can be captured by accident
     cudaStream_t feeder = nullptr;    // copies feeds into a slot set
     cudaEvent_t done = nullptr;
+    cudaEvent_t ordered = nullptr;  // marks a point of another stream to wait for
     cudaStream_t last_stream = nullptr;
 };
 
@@ -185,6 +186,7 @@ void release_state(Context &ctx, PlanState *st) noexcept {
     if (st->capture) cudaStreamDestroy(st->capture);
     if (st->feeder) cudaStreamDestroy(st->feeder);
     if (st->done) cudaEventDestroy(st->done);
+    if (st->ordered) cudaEventDestroy(st->ordered);
     if (st->errors_copied) cudaEventDestroy(st->errors_copied);
     if (st->errors_host) cudaFreeHost(st->errors_host);
     for (void *ptr : st->allocations) {
@@ -215,10 +217,21 @@ public:
     }
 
     // The addresses that programs and graphs bake in.
+    // Only what the plan references: adding nodes to the graph (which
+    // grows the bindings) must not force a rebuild.
     std::vector<const void *> bound() const {
         std::vector<const void *> key{b_.arena, b_.scalars};
-        key.insert(key.end(), b_.variables.begin(), b_.variables.end());
-        key.insert(key.end(), b_.constants.begin(), b_.constants.end());
+        auto note = [&](const TensorRef &ref) {
+            if (ref.storage == Storage::Variable || ref.storage == Storage::Constant) key.push_back(address(ref));
+        };
+        for (const Step &step : plan_.steps) {
+            for (const TensorRef &ref : step.inputs) note(ref);
+            note(step.output);
+            if (step.fused) {
+                for (const TensorRef &ref : step.fused->loads) note(ref);
+                for (const auto &store : step.fused->stores) note(store.second);
+            }
+        }
         return key;
     }
 
@@ -289,7 +302,7 @@ public:
             batch.blocks += launch.blocks;
             batch.count += 1;
             batch.max_program_bytes = std::max(batch.max_program_bytes, program.bytes.size());
-            batch.int32_index = batch.int32_index && program.elements < (int64_t(1) << 31);
+            batch.int32_index = batch.int32_index && program.elements < kInt32Limit;
             tables.back().push_back(launch);
             st_.batch_of[i] = int(st_.batches.size() - 1);
             image.insert(image.end(), program.bytes.begin(), program.bytes.end());
@@ -328,7 +341,11 @@ public:
                     break;
                 }
                 case StepKind::Kernel:
-                    if (element_count(step.output.shape) != 0) kernel(k, step);
+                    if (element_count(step.output.shape) != 0) {
+                        KernelContext tagged = k;
+                        tagged.step_tag = int32_t(i + 1);
+                        kernel(tagged, step);
+                    }
                     break;
             }
         }
@@ -458,6 +475,29 @@ private:
     SlotSet &set_;
 };
 
+// Entries kept at most in Context::produced; beyond, it starts afresh.
+constexpr size_t kMaxProduced = 1024;
+
+void note_outputs(Context &ctx, const std::vector<void *> &outputs, cudaStream_t stream) {
+    std::lock_guard<std::mutex> lock(ctx.produced_mutex);
+    if (ctx.produced.size() + outputs.size() > kMaxProduced) {
+        // Destroying a pending event is safe: CUDA releases it once reached.
+        for (auto &entry : ctx.produced) cudaEventDestroy(entry.second);
+        ctx.produced.clear();
+    }
+    for (void *ptr : outputs) {
+        cudaEvent_t &event = ctx.produced[ptr];
+        if (!event) check(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "cudaEventCreate");
+        check(cudaEventRecord(event, stream), "cudaEventRecord");
+    }
+}
+
+void wait_for_producer(Context &ctx, cudaStream_t waiter, const void *feed) {
+    std::lock_guard<std::mutex> lock(ctx.produced_mutex);
+    auto found = ctx.produced.find(feed);
+    if (found != ctx.produced.end()) check(cudaStreamWaitEvent(waiter, found->second, 0), "cudaStreamWaitEvent");
+}
+
 // Reports (and clears) the data error of a finished run, if any.
 void report_errors(PlanState &st, cudaStream_t stream) {
     if (!st.checks || !st.errors_pending) return;
@@ -469,9 +509,14 @@ void report_errors(PlanState &st, cudaStream_t stream) {
     DataError e = *st.errors_host;
     if (!e.set) return;
     std::memset(st.errors_host, 0, sizeof *st.errors_host);
+    // Cleared in `stream`'s order, which every later run of the plan follows.
     check(cudaMemsetAsync(st.errors, 0, sizeof(DataError), stream), "cudaMemsetAsync");
-    fail(FM_ERR_OUT_OF_RANGE, e.what == kBadLabel ? "label " : "index ", e.value, " at position ", e.position,
-         " is outside [0, ", e.limit, ") (found on the GPU; that run left the variables unchanged)");
+    check(cudaEventRecord(st.done, stream), "cudaEventRecord");
+    st.last_stream = stream;
+    const unsigned long long key = ~e.key;
+    fail(FM_ERR_OUT_OF_RANGE, e.what == kBadLabel ? "label " : "index ", int32_t(uint32_t(key & 0xffffffffu)),
+         " at position ", int64_t(key >> 32), " is outside [0, ", e.limit,
+         ") (found on the GPU; that run left the variables unchanged)");
 }
 
 }  // namespace
@@ -533,6 +578,7 @@ void *exec_compile(void *device_ctx, const Plan &plan) {
             check(cudaEventCreateWithFlags(&set.free, cudaEventDisableTiming), "cudaEventCreate");
         }
         if (raw->workspace_bytes) raw->workspace = allocate(ctx, *raw, raw->workspace_bytes);
+        raw->blas_workspace = allocate(ctx, *raw, kBlasWorkspaceBytes);
         raw->errors = static_cast<DataError *>(allocate(ctx, *raw, sizeof(DataError)));
         check(cudaMemsetAsync(raw->errors, 0, sizeof(DataError), ctx.internal), "cudaMemsetAsync");
         if (raw->checks) {
@@ -541,6 +587,7 @@ void *exec_compile(void *device_ctx, const Plan &plan) {
             check(cudaEventCreateWithFlags(&raw->errors_copied, cudaEventDisableTiming), "cudaEventCreate");
         }
         check(cudaEventCreateWithFlags(&raw->done, cudaEventDisableTiming), "cudaEventCreate");
+        check(cudaEventCreateWithFlags(&raw->ordered, cudaEventDisableTiming), "cudaEventCreate");
         check(cudaStreamCreateWithFlags(&raw->capture, cudaStreamNonBlocking), "cudaStreamCreate");
         check(cudaStreamCreateWithFlags(&raw->feeder, cudaStreamNonBlocking), "cudaStreamCreate");
         raw->use_graph = env_flag("FERROMETAL_CUDA_GRAPHS", true);
@@ -572,6 +619,17 @@ void exec_run(void *device_ctx, void *exec_ctx, const Plan &plan, const Bindings
     // feed tensors as soon as this returns. The previous run may still be
     // computing meanwhile.
     if (set.used) check(cudaStreamWaitEvent(st.feeder, set.free, 0), "cudaStreamWaitEvent");
+    // Feeds written by queued work: on a caller's stream everything queued
+    // there comes first; without one, a feed may be the output of an earlier
+    // run still queued on the internal stream.
+    if (stream_ctx) {
+        check(cudaEventRecord(st.ordered, stream), "cudaEventRecord");
+        check(cudaStreamWaitEvent(st.feeder, st.ordered, 0), "cudaStreamWaitEvent");
+    } else {
+        for (size_t i = 0; i < set.feeds.size(); ++i) {
+            if (set.feeds[i]) wait_for_producer(ctx, st.feeder, bindings.feeds[i]);
+        }
+    }
     bool fed = false;
     for (size_t i = 0; i < set.feeds.size(); ++i) {
         if (!set.feeds[i]) continue;
@@ -581,9 +639,14 @@ void exec_run(void *device_ctx, void *exec_ctx, const Plan &plan, const Bindings
     }
     if (fed) check(cudaStreamSynchronize(st.feeder), "cudaStreamSynchronize");
     // The plan's memory is shared by its runs: a run on another stream
-    // waits for the previous one.
+    // waits for the previous one, and for the variable writes queued on the
+    // internal stream (a learning rate).
     if (st.last_stream && st.last_stream != stream) {
         check(cudaStreamWaitEvent(stream, st.done, 0), "cudaStreamWaitEvent");
+    }
+    if (stream != ctx.internal) {
+        check(cudaEventRecord(st.ordered, ctx.internal), "cudaEventRecord");
+        check(cudaStreamWaitEvent(stream, st.ordered, 0), "cudaStreamWaitEvent");
     }
     if (st.dropout) {
         set_u64_kernel<<<1, 1, 0, stream>>>(set.run_index, bindings.run_index);
@@ -593,6 +656,8 @@ void exec_run(void *device_ctx, void *exec_ctx, const Plan &plan, const Bindings
     Runner runner(plan, bindings, st, set);
     std::vector<const void *> bound = runner.bound();
     if (bound != set.bound) {
+        // The set's programs are rewritten: its last run must be done with them.
+        if (set.used) check(cudaEventSynchronize(set.free), "cudaEventSynchronize");
         if (set.graph) {
             cudaGraphExecDestroy(set.graph);
             set.graph = nullptr;
@@ -602,6 +667,8 @@ void exec_run(void *device_ctx, void *exec_ctx, const Plan &plan, const Bindings
     }
     KernelContext k;
     k.blas = de.blas;
+    k.blas_workspace = st.blas_workspace;
+    k.blas_workspace_bytes = kBlasWorkspaceBytes;
     k.sm_count = de.sm_count;
     k.errors = st.errors;
     k.abort = st.checks ? &st.errors->set : nullptr;
@@ -635,6 +702,7 @@ void exec_run(void *device_ctx, void *exec_ctx, const Plan &plan, const Bindings
                               stream),
               "cudaMemcpyAsync");
     }
+    if (!stream_ctx) note_outputs(ctx, bindings.outputs, stream);
     if (st.checks) {
         check(cudaMemcpyAsync(st.errors_host, st.errors, sizeof(DataError), cudaMemcpyDeviceToHost, stream),
               "cudaMemcpyAsync");
@@ -657,9 +725,10 @@ void exec_check(void *device_ctx, void *exec_ctx) {
 }
 
 void release_exec(Context &ctx) noexcept {
+    for (auto &entry : ctx.produced) cudaEventDestroy(entry.second);
+    ctx.produced.clear();
     if (!ctx.exec) return;
     if (ctx.exec->blas) cublasDestroy(ctx.exec->blas);
-    if (ctx.exec->blas_workspace) cudaFree(ctx.exec->blas_workspace);
     delete ctx.exec;
     ctx.exec = nullptr;
 }

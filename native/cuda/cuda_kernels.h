@@ -19,15 +19,15 @@
 namespace fm {
 namespace cuda {
 
-// A data error found by a kernel (an index or label out of range): the first
-// one wins. Lives in device memory; the executor copies it back after a run.
+// A data error found by a kernel (an index or label out of range). The
+// first step that finds one claims the record (`set` = its tag); within it
+// the lowest position wins, as on the CPU. Lives in device memory; the
+// executor copies it back after a run.
 struct DataError {
-    int32_t set;       // 0: no error
-    int32_t value;     // the bad index
-    int64_t position;  // where it was
-    int64_t limit;     // the valid range is [0, limit)
-    int32_t what;      // DataErrorKind
-    int32_t pad;
+    int32_t set;    // 0: no error, else the tag of the step that found it
+    int32_t what;   // DataErrorKind
+    int64_t limit;  // the valid range is [0, limit)
+    unsigned long long key;  // ~(position << 32 | the bad value as uint32)
 };
 enum DataErrorKind : int32_t { kBadIndex = 1, kBadLabel = 2 };
 
@@ -35,11 +35,16 @@ enum DataErrorKind : int32_t { kBadIndex = 1, kBadLabel = 2 };
 struct KernelContext {
     cudaStream_t stream = nullptr;
     cublasHandle_t blas = nullptr;
+    // cuBLAS's workspace for this plan: cublasSetStream resets it, and a
+    // captured graph must not allocate, so every GEMM sets it again.
+    void *blas_workspace = nullptr;
+    size_t blas_workspace_bytes = 0;
     int sm_count = 1;
     // Scratch of this step (im2col columns, reduction partials); at least
     // what workspace_bytes() asked for.
     void *workspace = nullptr;
     DataError *errors = nullptr;
+    int32_t step_tag = 1;  // names the step in a DataError (any nonzero value)
     // Set once a data error is found: steps that write variables skip, so
     // parameters stay unchanged after a bad batch.
     const int32_t *abort = nullptr;
@@ -139,6 +144,10 @@ void pick_backward(const KernelContext &k, int64_t outer, int64_t classes, int64
 // ---- Launch helpers -------------------------------------------------------
 
 constexpr int kThreads = 256;
+// Below this many elements (or offsets) a kernel may index in int32_t:
+// 2^31 less room for the largest grid stride, so `i += stride` cannot wrap.
+constexpr int64_t kInt32Limit = (int64_t(1) << 31) - (int64_t(1) << 24);
+
 // Blocks for `n` elements at kThreads per block, capped so that grid-stride
 // loops cover the rest.
 inline unsigned blocks_for(int64_t n, const KernelContext &k) {

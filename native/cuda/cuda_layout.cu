@@ -47,6 +47,13 @@ __global__ void guarded_copy_kernel(const uint32_t *src, uint32_t *dst, int64_t 
     for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < words; i += stride) dst[i] = src[i];
 }
 
+__global__ void guarded_copy_bytes_kernel(const unsigned char *src, unsigned char *dst, int64_t bytes,
+                                          const int32_t *abort) {
+    if (*abort) return;
+    const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < bytes; i += stride) dst[i] = src[i];
+}
+
 template <class T>
 void launch(const KernelContext &k, const Strides &s, int64_t total, const void *src, void *dst) {
     // The largest offset either side reaches bounds the index type.
@@ -58,7 +65,7 @@ void launch(const KernelContext &k, const Strides &s, int64_t total, const void 
     const int64_t reach = std::max({total, src_reach, dst_reach});
     const auto *from = static_cast<const T *>(src);
     auto *to = static_cast<T *>(dst);
-    if (reach < (int64_t(1) << 31)) {
+    if (reach < kInt32Limit) {
         strided_copy_kernel<T, int32_t><<<blocks_for(total, k), kThreads, 0, k.stream>>>(s, int32_t(total), from, to);
     } else {
         strided_copy_kernel<T, int64_t><<<blocks_for(total, k), kThreads, 0, k.stream>>>(s, total, from, to);
@@ -100,7 +107,11 @@ void copy_bytes(const KernelContext &k, void *dst, const void *src, size_t bytes
         if (err != cudaSuccess) check_launch("cudaMemcpyAsync");
         return;
     }
-    if (bytes % 4 != 0) fail(FM_ERR_INTERNAL, "guarded copy of ", bytes, " bytes (not whole words)");
+    if (bytes % 4 != 0) {
+        guarded_copy_bytes_kernel<<<blocks_for(int64_t(bytes), k), kThreads, 0, k.stream>>>(
+            static_cast<const unsigned char *>(src), static_cast<unsigned char *>(dst), int64_t(bytes), k.abort);
+        return check_launch("guarded copy");
+    }
     const int64_t words = int64_t(bytes / 4);
     guarded_copy_kernel<<<blocks_for(words, k), kThreads, 0, k.stream>>>(static_cast<const uint32_t *>(src),
                                                                          static_cast<uint32_t *>(dst), words, k.abort);

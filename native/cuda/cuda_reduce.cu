@@ -244,7 +244,7 @@ void reduce(const KernelContext &k, Reduction kind, const Shape &shape, uint32_t
             float *y) {
     Geometry g = geometry(shape, axes_mask);
     if (g.outputs == 0) return;
-    const bool small = g.outputs * g.length < (int64_t(1) << 31);
+    const bool small = g.outputs * g.length < kInt32Limit;
     switch (kind) {
         case Reduction::Sum:
             return small ? run_reduce<Reduction::Sum, int32_t>(k, g, x, y) : run_reduce<Reduction::Sum, int64_t>(k, g, x, y);
