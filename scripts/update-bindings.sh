@@ -4,5 +4,7 @@
 # (Debian: apt-get install libclang-dev).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Pinned to libclang 14 (see build_support/bindings.rs), also where newer ones exist.
+if [ -z "${LIBCLANG_PATH:-}" ] && [ -d /usr/lib/llvm-14/lib ]; then export LIBCLANG_PATH=/usr/lib/llvm-14/lib; fi
 cargo build --features bindgen
 git diff --stat -- src/sys/bindings.rs

@@ -12,6 +12,12 @@ use std::path::Path;
 fn committed_bindings_match_the_header() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let header = root.join("native/include/ferrometal.h");
+    // The bindings are pinned to libclang 14: prefer it where newer ones
+    // are installed too (Debian's path), unless the caller chose one.
+    let llvm14 = Path::new("/usr/lib/llvm-14/lib");
+    if std::env::var_os("LIBCLANG_PATH").is_none() && llvm14.is_dir() {
+        std::env::set_var("LIBCLANG_PATH", llvm14);
+    }
     // bindgen panics when it cannot load libclang at run time.
     let generated = std::panic::catch_unwind(|| bindings::generate(&header));
     let generated = match generated {
