@@ -1,7 +1,14 @@
 // Runs a plan on the CPU: resolves each step's storage to addresses and
 // calls the kernel for its primitive.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <numeric>
+#include <string>
 
 #include "cpu_exec.h"
 #include "dtype.h"
@@ -232,10 +239,72 @@ void Runner::run_step(const Step &step) {
     }
 }
 
+// FERROMETAL_PROFILE=1: the wall time of every step, summed per kind of
+// step and shape, printed to stderr at exit, most expensive first. A
+// measuring aid for kernel work; it costs nothing when off.
+class Profile {
+public:
+    static Profile *get() {
+        static Profile *profile = [] {
+            const char *env = std::getenv("FERROMETAL_PROFILE");
+            return env && env[0] == '1' ? new Profile : nullptr;
+        }();
+        return profile;
+    }
+    void add(const Step &step, double seconds) {
+        std::string key = step.kind == StepKind::Fused  ? std::string("fused")
+                          : step.kind == StepKind::Copy ? std::string("copy")
+                                                        : std::string(prim_name(step.prim));
+        const Shape &shape = step.kind == StepKind::Fused ? step.fused->shape : step.output.shape;
+        key += " [";
+        for (size_t i = 0; i < shape.size(); ++i) key += (i ? "," : "") + std::to_string(shape[i]);
+        key += "]";
+        if (step.kind == StepKind::Kernel && !step.inputs.empty()) {
+            key += " <- [";
+            const Shape &in = step.inputs[0].shape;
+            for (size_t i = 0; i < in.size(); ++i) key += (i ? "," : "") + std::to_string(in[i]);
+            key += "]";
+        }
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto &entry = entries_[key];
+        entry.first += seconds;
+        entry.second += 1;
+    }
+    ~Profile() = default;
+
+private:
+    Profile() { std::atexit([] { get()->print(); }); }
+    void print() {
+        std::vector<std::pair<double, std::string>> rows;
+        double total = 0;
+        for (auto &e : entries_) {
+            rows.emplace_back(e.second.first, e.first);
+            total += e.second.first;
+        }
+        std::sort(rows.rbegin(), rows.rend());
+        std::fprintf(stderr, "FERROMETAL_PROFILE: %.3f s in steps\n", total);
+        for (auto &r : rows) {
+            std::fprintf(stderr, "%8.3f s %5.1f %% %8ld  %s\n", r.first, 100 * r.first / total,
+                         entries_[r.second].second, r.second.c_str());
+        }
+    }
+    std::mutex mutex_;
+    std::map<std::string, std::pair<double, long>> entries_;
+};
+
 }  // namespace
 
 void run_plan(void *, void *, const Plan &plan, const Bindings &bindings, void *) {
     Runner runner(plan, bindings);
+    if (Profile *profile = Profile::get()) {
+        for (const Step &step : plan.steps) {
+            const auto start = std::chrono::steady_clock::now();
+            runner.run_step(step);
+            const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+            profile->add(step, elapsed.count());
+        }
+        return;
+    }
     for (const Step &step : plan.steps) runner.run_step(step);
 }
 
