@@ -24,6 +24,8 @@ struct MatmulShape {
     int64_t a_batch_stride = 0, b_batch_stride = 0, c_batch_stride = 0;  // in elements
 };
 void matmul(const MatmulShape &shape, const float *a, const float *b, float *c);
+// The micro-kernel matmul uses on this CPU: "avx512", "avx2" or "generic".
+const char *matmul_isa();
 
 // ---- Convolution and pooling (NCHW) ---------------------------------------
 
