@@ -5,6 +5,7 @@
 // vectorisable loop over the chunk, and the stored registers are written out.
 #include "elementwise.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -35,16 +36,18 @@ struct Load {
     enum { Contiguous, Scalar, Strided } mode;
 };
 
+// Writes elements [begin, begin + count) of `load` broadcast to `shape`
+// into out, a run of the innermost dimension at a time.
 void gather(const Load &load, const Shape &shape, int64_t begin, int64_t count, float *out) {
     if (load.mode == Load::Contiguous) {
         std::memcpy(out, load.data + begin, size_t(count) * sizeof(float));
         return;
     }
     if (load.mode == Load::Scalar) {
-        for (int64_t i = 0; i < count; ++i) out[i] = load.data[0];
+        std::fill(out, out + count, load.data[0]);
         return;
     }
-    int rank = int(shape.size());
+    const int rank = int(shape.size());
     int64_t index[FM_MAX_RANK];
     int64_t rest = begin, offset = 0;
     for (int d = rank - 1; d >= 0; --d) {
@@ -52,13 +55,24 @@ void gather(const Load &load, const Shape &shape, int64_t begin, int64_t count, 
         rest /= shape[d];
         offset += index[d] * load.strides[d];
     }
-    for (int64_t i = 0; i < count; ++i) {
-        out[i] = load.data[offset];
-        for (int d = rank - 1; d >= 0; --d) {
-            offset += load.strides[d];
-            if (++index[d] < shape[d]) break;
+    const int64_t inner = shape[rank - 1], inner_stride = load.strides[rank - 1];
+    for (int64_t i = 0; i < count;) {
+        // The rest of the current innermost run: a constant or a strided copy.
+        const int64_t run = std::min(inner - index[rank - 1], count - i);
+        const float *src = load.data + offset;
+        if (inner_stride == 0) {
+            std::fill(out + i, out + i + run, src[0]);
+        } else {
+            for (int64_t j = 0; j < run; ++j) out[i + j] = src[j * inner_stride];
+        }
+        i += run;
+        offset += run * inner_stride;
+        index[rank - 1] += run;
+        for (int d = rank - 1; d > 0 && index[d] == shape[d]; --d) {
             offset -= load.strides[d] * shape[d];
             index[d] = 0;
+            offset += load.strides[d - 1];
+            ++index[d - 1];
         }
     }
 }
@@ -90,6 +104,11 @@ void binary(float *out, const float *a, const float *b, int64_t n, F f) {
     for (int64_t i = 0; i < n; ++i) out[i] = f(a[i], b[i]);
 }
 
+// Compiled for AVX2 too (without FMA, so every ISA rounds the same way),
+// picked by the loader.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+__attribute__((target_clones("avx2", "default")))
+#endif
 void execute(const FusedInstruction &ins, float *out, const float *a, const float *b, const float *c,
              int64_t n, int64_t first_index, uint64_t run_index) {
     const float p0 = ins.p0, p1 = ins.p1;
@@ -180,20 +199,43 @@ void run_fused(const Fused &fused, const std::vector<const float *> &loads, cons
         }
         inputs.push_back(std::move(load));
     }
-    size_t registers = fused.loads.size() + fused.code.size();
+    // Registers: a contiguous load is read in place, unless a store copies
+    // it out directly (its destination may be another load's memory); any
+    // other input and every instruction's result lives in this task's chunk
+    // of scratch. All of a chunk's reads happen before its stores, so a
+    // store may overwrite the elements of the chunk it was computed from.
+    const size_t registers = fused.loads.size() + fused.code.size();
+    std::vector<bool> in_place(inputs.size());
+    for (size_t i = 0; i < inputs.size(); ++i) in_place[i] = inputs[i].mode == Load::Contiguous;
+    for (const auto &store : fused.stores) {
+        if (store.first >= 0 && size_t(store.first) < inputs.size()) in_place[size_t(store.first)] = false;
+    }
     ThreadPool::global().parallel_for(size_t(total), size_t(kChunk) * 16, [&](size_t begin, size_t end) {
-        std::vector<float> file(registers * kChunk);
-        auto reg = [&](int32_t r) { return file.data() + size_t(r) * kChunk; };
+        thread_local std::vector<float> file;
+        if (file.size() < registers * kChunk) file.resize(registers * kChunk);
+        std::vector<const float *> reg(registers);
+        auto scratch = [&](size_t r) { return file.data() + r * kChunk; };
+        for (size_t r = 0; r < registers; ++r) reg[r] = scratch(r);
+        for (size_t i = 0; i < inputs.size(); ++i) {  // constant over the chunks
+            if (inputs[i].mode == Load::Scalar) gather(inputs[i], fused.shape, 0, kChunk, scratch(i));
+        }
         for (int64_t at = int64_t(begin); at < int64_t(end); at += kChunk) {
             int64_t n = std::min<int64_t>(kChunk, int64_t(end) - at);
-            for (size_t i = 0; i < inputs.size(); ++i) gather(inputs[i], fused.shape, at, n, reg(int32_t(i)));
+            for (size_t i = 0; i < inputs.size(); ++i) {
+                if (in_place[i]) {
+                    reg[i] = inputs[i].data + at;
+                } else if (inputs[i].mode != Load::Scalar) {
+                    gather(inputs[i], fused.shape, at, n, scratch(i));
+                }
+            }
             for (size_t k = 0; k < fused.code.size(); ++k) {
                 const FusedInstruction &ins = fused.code[k];
-                execute(ins, reg(int32_t(inputs.size() + k)), ins.a >= 0 ? reg(ins.a) : nullptr,
-                        ins.b >= 0 ? reg(ins.b) : nullptr, ins.c >= 0 ? reg(ins.c) : nullptr, n, at, run_index);
+                execute(ins, scratch(inputs.size() + k), ins.a >= 0 ? reg[size_t(ins.a)] : nullptr,
+                        ins.b >= 0 ? reg[size_t(ins.b)] : nullptr, ins.c >= 0 ? reg[size_t(ins.c)] : nullptr, n,
+                        at, run_index);
             }
             for (size_t s = 0; s < fused.stores.size(); ++s) {
-                std::memcpy(stores[s] + at, reg(fused.stores[s].first), size_t(n) * sizeof(float));
+                std::memcpy(stores[s] + at, reg[size_t(fused.stores[s].first)], size_t(n) * sizeof(float));
             }
         }
     });
