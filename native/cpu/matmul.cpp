@@ -32,6 +32,7 @@
 #endif
 
 #include "error.h"
+#include "gemm.h"
 #include "kernels.h"
 #include "thread_pool.h"
 
@@ -166,9 +167,9 @@ struct View {
     int64_t row, col;
 };
 
-// Packs rows [i0, i0 + mr) of op(A) (fewer at the edge: zero rows) over all
-// k into [k][mr].
-void pack_a(const View &a, int64_t i0, int64_t rows, int64_t k, int64_t mr, float *out) {
+// Packs rows [i0, i0 + rows) of op(A) (rows < mr at the edge: zero rows)
+// over all k into [k][mr].
+void pack_a_panel(const View &a, int64_t i0, int64_t rows, int64_t k, int64_t mr, float *out) {
     if (rows < mr) std::fill(out, out + k * mr, 0.0f);
     if (a.row == 1) {  // transposed storage: mr contiguous values per k
         for (int64_t p = 0; p < k; ++p) {
@@ -220,40 +221,66 @@ View b_view(const Problem &pr, int64_t batch) {
     return View{pr.b + batch * s.b_batch_stride, s.transpose_b ? 1 : s.n, s.transpose_b ? s.k : 1};
 }
 
-// One task: rows [i0, i0 + rows) x columns [j0, j0 + cols) of C[batch].
-void multiply_block(const Problem &pr, int64_t batch, int64_t i0, int64_t rows, int64_t j0, int64_t cols) {
+}  // namespace
+
+namespace gemm {
+
+int64_t tile_rows() { return isa().mr; }
+int64_t tile_cols() { return isa().nr; }
+
+size_t packed_a_size(int64_t m, int64_t k) { return size_t(round_up(m, isa().mr) * k); }
+
+void pack_a(const float *a, int64_t row_stride, int64_t col_stride, int64_t m, int64_t k, float *out) {
+    const int64_t mr = isa().mr;
+    const View view{a, row_stride, col_stride};
+    for (int64_t i0 = 0; i0 < m; i0 += mr) pack_a_panel(view, i0, std::min(mr, m - i0), k, mr, out + i0 * k);
+}
+
+void multiply(const float *packed_a, int64_t depth, int64_t i0, int64_t rows, int64_t j0, int64_t cols,
+              const PackB &pack_b, float *c, int64_t ldc, bool accumulate) {
     const Isa &k = isa();
-    const MatmulShape &s = pr.s;
     thread_local std::vector<float> b_buffer;
-    float *packed_b = scratch(b_buffer, size_t(std::min(kDepthBlock, s.k) * round_up(cols, k.nr)));
-    const View b = b_view(pr, batch);
-    const int64_t m_panels = ceil_div(s.m, k.mr);
-    const float *a_batch = pr.packed_a + (pr.a_batches == 1 ? 0 : batch) * m_panels * s.k * k.mr;
-    float *c = pr.c + batch * s.c_batch_stride;
+    float *packed_b = scratch(b_buffer, size_t(std::min(kDepthBlock, depth) * round_up(cols, k.nr)));
     alignas(64) float edge[8 * 32];  // one tile, for the tiles that C's edges cut
-    for (int64_t p0 = 0; p0 < s.k; p0 += kDepthBlock) {
-        const int64_t kc = std::min(kDepthBlock, s.k - p0);
-        const bool load = p0 > 0;
-        pack_b(b, p0, kc, j0, cols, k.nr, packed_b);
+    for (int64_t p0 = 0; p0 < depth; p0 += kDepthBlock) {
+        const int64_t kc = std::min(kDepthBlock, depth - p0);
+        const bool load = accumulate || p0 > 0;
+        pack_b(p0, kc, j0, cols, packed_b);
         for (int64_t jp = 0; jp < cols; jp += k.nr) {
             const int64_t width = std::min(k.nr, cols - jp);
             const float *b_panel = packed_b + jp * kc;
             for (int64_t ip = 0; ip < rows; ip += k.mr) {
                 const int64_t height = std::min(k.mr, rows - ip);
-                const float *a_panel = a_batch + ((i0 + ip) / k.mr) * s.k * k.mr + p0 * k.mr;
-                float *tile = c + (i0 + ip) * s.n + j0 + jp;
+                const float *a_panel = packed_a + (i0 + ip) * depth + p0 * k.mr;
+                float *tile = c + (i0 + ip) * ldc + j0 + jp;
                 if (width == k.nr && height == k.mr) {
-                    k.kernel(kc, a_panel, b_panel, tile, s.n, load);
+                    k.kernel(kc, a_panel, b_panel, tile, ldc, load);
                     continue;
                 }
                 if (load) {
-                    for (int64_t i = 0; i < height; ++i) std::copy(tile + i * s.n, tile + i * s.n + width, edge + i * k.nr);
+                    for (int64_t i = 0; i < height; ++i) std::copy(tile + i * ldc, tile + i * ldc + width, edge + i * k.nr);
                 }
                 k.kernel(kc, a_panel, b_panel, edge, k.nr, load);
-                for (int64_t i = 0; i < height; ++i) std::copy(edge + i * k.nr, edge + i * k.nr + width, tile + i * s.n);
+                for (int64_t i = 0; i < height; ++i) std::copy(edge + i * k.nr, edge + i * k.nr + width, tile + i * ldc);
             }
         }
     }
+}
+
+}  // namespace gemm
+
+namespace {
+
+// One task of matmul: rows [i0, i0 + rows) x columns [j0, j0 + cols) of C[batch].
+void multiply_block(const Problem &pr, int64_t batch, int64_t i0, int64_t rows, int64_t j0, int64_t cols) {
+    const MatmulShape &s = pr.s;
+    const int64_t nr = isa().nr;
+    const View b = b_view(pr, batch);
+    const float *a = pr.packed_a + (pr.a_batches == 1 ? 0 : batch) * int64_t(gemm::packed_a_size(s.m, s.k));
+    gemm::multiply(
+        a, s.k, i0, rows, j0, cols,
+        [&](int64_t p0, int64_t kc, int64_t first, int64_t count, float *out) { pack_b(b, p0, kc, first, count, nr, out); },
+        pr.c + batch * s.c_batch_stride, s.n, false);
 }
 
 }  // namespace
@@ -287,7 +314,7 @@ void matmul(const MatmulShape &s, const float *a, const float *b, float *c) {
         for (size_t item = begin; item < end; ++item) {
             const int64_t batch = int64_t(item) / m_panels, panel = int64_t(item) % m_panels;
             const View view{a + batch * s.a_batch_stride, s.transpose_a ? 1 : s.k, s.transpose_a ? s.m : 1};
-            pack_a(view, panel * k.mr, std::min(k.mr, s.m - panel * k.mr), s.k, k.mr,
+            pack_a_panel(view, panel * k.mr, std::min(k.mr, s.m - panel * k.mr), s.k, k.mr,
                    packed_a + item * size_t(panel_floats));
         }
     });

@@ -492,27 +492,51 @@ void test_pool(Rng &rng) {
 
 // ---- Benchmark -------------------------------------------------------------------
 
+// Times the three convolution kernels on the reference models' layers.
 int bench_conv() {
+    struct Case {
+        const char *name;
+        int64_t n, c_in, hw, c_out, stride;
+    };
+    const Case cases[] = {
+        {"cnn64 conv1 n32 3x64x64 -> 8 s2", 32, 3, 64, 8, 2},
+        {"cnn64 conv2 n32 8x32x32 -> 16 s2", 32, 8, 32, 16, 2},
+        {"cifar conv2 n128 32x32x32 -> 32", 128, 32, 32, 32, 1},
+        {"cifar conv4 n128 64x16x16 -> 64", 128, 64, 16, 64, 1},
+    };
     Rng rng{7};
-    ConvShape s;
-    s.n = 32, s.c_in = 16, s.h = 32, s.w = 32, s.c_out = 32, s.kh = 3, s.kw = 3;
-    s.pad_h = 1, s.pad_w = 1, s.out_h = 32, s.out_w = 32;
-    const auto x = rng.floats(size_t(s.n * s.c_in * s.h * s.w));
-    const auto w = rng.floats(size_t(s.c_out * s.c_in * s.kh * s.kw));
-    std::vector<float> y(size_t(s.n * s.c_out * s.out_h * s.out_w));
-    fm::cpu::conv2d_forward(s, x.data(), w.data(), y.data());  // warm-up
-    double best = 1e30;
-    for (int rep = 0; rep < 5; ++rep) {
-        const int iterations = 10;
-        const auto start = std::chrono::steady_clock::now();
-        for (int i = 0; i < iterations; ++i) fm::cpu::conv2d_forward(s, x.data(), w.data(), y.data());
-        const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
-        best = std::min(best, elapsed.count() / iterations);
+    std::printf("%zu threads, best of 3, GFLOP/s\n", fm::cpu::ThreadPool::global().threads());
+    for (const Case &cs : cases) {
+        ConvShape s;
+        s.n = cs.n, s.c_in = cs.c_in, s.h = cs.hw, s.w = cs.hw, s.c_out = cs.c_out, s.kh = 3, s.kw = 3;
+        s.stride_h = s.stride_w = cs.stride, s.pad_h = 1, s.pad_w = 1;
+        s.out_h = s.out_w = (cs.hw + 2 - 3) / cs.stride + 1;
+        const auto x = rng.floats(size_t(s.n * s.c_in * s.h * s.w));
+        const auto w = rng.floats(size_t(s.c_out * s.c_in * s.kh * s.kw));
+        const auto dy = rng.floats(size_t(s.n * s.c_out * s.out_h * s.out_w));
+        std::vector<float> y(dy.size()), dx(x.size()), dw(w.size());
+        const double flops = 2.0 * double(s.n * s.c_out * s.out_h * s.out_w * s.c_in * s.kh * s.kw);
+        double rates[3];
+        for (int which = 0; which < 3; ++which) {
+            auto run = [&] {
+                if (which == 0) fm::cpu::conv2d_forward(s, x.data(), w.data(), y.data());
+                if (which == 1) fm::cpu::conv2d_backward_input(s, dy.data(), w.data(), dx.data());
+                if (which == 2) fm::cpu::conv2d_backward_weight(s, x.data(), dy.data(), dw.data());
+            };
+            run();
+            const int iterations = std::max(1, int(1e9 / flops));
+            double best = 1e30;
+            for (int rep = 0; rep < 3; ++rep) {
+                const auto start = std::chrono::steady_clock::now();
+                for (int i = 0; i < iterations; ++i) run();
+                const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+                best = std::min(best, elapsed.count() / iterations);
+            }
+            rates[which] = flops / best / 1e9;
+        }
+        std::printf("%-36s forward %6.1f  input grad %6.1f  weight grad %6.1f\n", cs.name, rates[0], rates[1],
+                    rates[2]);
     }
-    const double flops = 2.0 * double(s.n * s.c_out * s.out_h * s.out_w * s.c_in * s.kh * s.kw);
-    std::printf("conv2d_forward n32 c16 32x32 -> c32 3x3 pad 1: %.2f ms, %.1f GFLOP/s "
-                "(%zu threads, best of 5)\n",
-                best * 1e3, flops / best / 1e9, fm::cpu::ThreadPool::global().threads());
     return 0;
 }
 

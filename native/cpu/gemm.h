@@ -1,0 +1,35 @@
+// The building blocks of the packed GEMM (matmul.cpp), for kernels that
+// feed it their own operands without materialising them: convolution packs
+// its im2col matrix straight from the image, a KC x NB slice at a time.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+
+namespace fm::cpu::gemm {
+
+// The micro-tile of the micro-kernel chosen for this CPU (MR rows x NR columns).
+int64_t tile_rows();
+int64_t tile_cols();
+
+// Floats that pack_a needs for m x k.
+size_t packed_a_size(int64_t m, int64_t k);
+// Packs op(A) (m x k, op(A)[i][p] = a[i * row_stride + p * col_stride]) into
+// MR-row micro-panels [panel][k][MR], zero-padded; single-threaded.
+void pack_a(const float *a, int64_t row_stride, int64_t col_stride, int64_t m, int64_t k, float *out);
+
+// Fills op(B)[p0, p0 + kc) x [j0, j0 + cols) as NR-column panels: column j
+// of panel q goes to out[q * kc * NR + (p - p0) * NR + j - q * NR - j0],
+// zero beyond `cols`.
+using PackB = std::function<void(int64_t p0, int64_t kc, int64_t j0, int64_t cols, float *out)>;
+
+// C[i0 .. i0 + rows) x [j0 .. j0 + cols) (row stride ldc; i0, j0 relative
+// to C's first element) = (accumulate ? C : 0) + op(A) op(B), op(A) given
+// packed (all its m rows, depth k), op(B) through `pack_b`. Each element is
+// one FMA chain over p in increasing order (see matmul.cpp). Single-threaded:
+// callers split C (or k, with a fixed reduction) into tasks themselves.
+void multiply(const float *packed_a, int64_t k, int64_t i0, int64_t rows, int64_t j0, int64_t cols,
+              const PackB &pack_b, float *c, int64_t ldc, bool accumulate);
+
+}  // namespace fm::cpu::gemm
