@@ -259,6 +259,14 @@ public:
         key += " [";
         for (size_t i = 0; i < shape.size(); ++i) key += (i ? "," : "") + std::to_string(shape[i]);
         key += "]";
+        if (step.kind == StepKind::Fused) {  // its instructions, loads and stores
+            key += " {";
+            for (size_t i = 0; i < step.fused->code.size(); ++i) {
+                key += (i ? " " : "") + std::string(prim_name(step.fused->code[i].prim));
+            }
+            key += "} " + std::to_string(step.fused->loads.size()) + " loads, " +
+                   std::to_string(step.fused->stores.size()) + " stores";
+        }
         if (step.kind == StepKind::Kernel && !step.inputs.empty()) {
             key += " <- [";
             const Shape &in = step.inputs[0].shape;

@@ -484,6 +484,11 @@ void test_pool(Rng &rng) {
     s.n = 2, s.c = 3, s.h = 8, s.w = 6, s.kh = 2, s.kw = 2, s.stride_h = 2, s.stride_w = 2;
     s.out_h = 4, s.out_w = 3;
     run_pool_case(rng, s, false, true);
+    run_pool_case(rng, s, true, false);  // 2x2 stride 2 has its own kernel: ties,
+    s.h = 7, s.w = 5, s.out_h = 3, s.out_w = 2;  // and rows / columns no window covers
+    run_pool_case(rng, s, true, false);
+    run_pool_case(rng, s, false, true);
+    s.h = 8, s.w = 6;
     s.kh = 3, s.kw = 3, s.pad_h = 1, s.pad_w = 1, s.out_h = 4, s.out_w = 3;
     run_pool_case(rng, s, true, true);
     s.count_include_pad = false;
