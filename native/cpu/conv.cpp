@@ -135,10 +135,18 @@ int64_t column_block(int64_t columns, int64_t other_tasks, double flops_per_colu
 }  // namespace
 
 void conv2d_forward(const ConvShape &s, const float *x, const float *weight, float *y) {
+    conv2d_forward_bias(s, x, weight, nullptr, y);
+}
+
+void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight, const float *bias, float *y) {
     const Geometry g = check_and_measure("conv2d_forward", s);
     if (s.n == 0 || s.c_out == 0 || g.p == 0) return;
     if (g.k == 0) {
-        std::fill_n(y, s.n * s.c_out * g.p, 0.0f);
+        for (int64_t image = 0; image < s.n; ++image) {
+            for (int64_t o = 0; o < s.c_out; ++o) {
+                std::fill_n(y + (image * s.c_out + o) * g.p, g.p, bias ? 0.0f + bias[o] : 0.0f);
+            }
+        }
         return;
     }
     const int64_t nr = gemm::tile_cols();
@@ -173,6 +181,14 @@ void conv2d_forward(const ConvShape &s, const float *x, const float *weight, flo
                     for (int64_t r = 0; r < kc; ++r) im2col_row(s, xg, p0 + r, runs, out + r * nr, 1);
                 },
                 y + (image * s.c_out + group * g.cout_g) * g.p, g.p, false);
+            if (bias) {
+                const int64_t cols = std::min(block, g.p - j0);
+                for (int64_t o = group * g.cout_g; o < (group + 1) * g.cout_g; ++o) {
+                    float *row = y + (image * s.c_out + o) * g.p + j0;
+                    const float b = bias[o];
+                    for (int64_t j = 0; j < cols; ++j) row[j] += b;
+                }
+            }
         }
     });
 }

@@ -20,9 +20,260 @@ namespace fm::cpu {
 
 namespace {
 
+// ---- Lowering: cross-step fusions the planner leaves to the backend -------
+//
+// Before a run, the plan's steps are scanned for three patterns, each of
+// which saves whole passes over large activations:
+// - a ReduceSum / ReduceToLike over every axis but axis 1 of a tensor that
+//   the fused step just before it stores: the sums are taken during that
+//   step's pass (and the store is skipped when nothing else reads it);
+// - a BroadcastLike whose result only fused steps load: they load its small
+//   input instead, broadcasting it themselves;
+// - a Conv2d whose output only the next step reads, to add a per-channel
+//   bias: the convolution adds it while the output block is in cache.
+// A value counts as read until a later step overwrites all of it; only
+// arena values (never observed after the run) are ever left unwritten.
+// FERROMETAL_CPU_FUSION=0 turns this off (for measurements and tests).
+
+struct ByteRange {
+    Storage storage;
+    uint32_t index;
+    size_t begin, end;
+};
+
+ByteRange byte_range(const TensorRef &ref) {
+    const size_t bytes = size_t(element_count(ref.shape)) * dtype_size(ref.dtype, "dtype");
+    if (ref.storage == Storage::Arena) return {ref.storage, 0, ref.offset, ref.offset + bytes};
+    return {ref.storage, ref.index, 0, bytes};
+}
+
+bool overlaps(const ByteRange &a, const ByteRange &b) {
+    return a.storage == b.storage && a.index == b.index && a.begin < b.end && b.begin < a.end;
+}
+
+bool covers(const ByteRange &outer, const ByteRange &inner) {
+    return outer.storage == inner.storage && outer.index == inner.index && outer.begin <= inner.begin &&
+           inner.end <= outer.end;
+}
+
+bool same_tensor(const TensorRef &a, const TensorRef &b) {
+    return a.storage == b.storage && a.shape == b.shape && a.dtype == b.dtype &&
+           (a.storage == Storage::Arena ? a.offset == b.offset : a.index == b.index);
+}
+
+struct SumSpec {
+    int32_t reg;
+    int64_t channels, inner;
+    TensorRef out;
+};
+
+struct Lowered {
+    std::vector<bool> skip;                           // per step: fused into another one
+    std::vector<std::shared_ptr<Fused>> fused;        // per step: loads rewritten, or null
+    std::vector<std::vector<SumSpec>> sums;           // per fused step
+    std::vector<std::vector<bool>> skip_store;        // per fused step
+    std::vector<int64_t> bias_step;                   // per conv step: the step whose bias it adds, or -1
+};
+
+class Lowering {
+public:
+    explicit Lowering(const Plan &plan) : steps(plan.steps) {
+        const size_t n = steps.size();
+        out.skip.assign(n, false);
+        out.fused.assign(n, nullptr);
+        out.sums.assign(n, {});
+        out.skip_store.assign(n, {});
+        out.bias_step.assign(n, -1);
+    }
+
+    // The plan as it is (`fuse` false), or with the fusions found.
+    Lowered run(bool fuse) {
+        if (!fuse) return std::move(out);
+        for (size_t i = 0; i < steps.size(); ++i) drop_broadcast(i);
+        for (size_t i = 0; i < steps.size(); ++i) conv_bias(i);
+        for (size_t i = 0; i < steps.size(); ++i) fuse_reductions(i);
+        return std::move(out);
+    }
+
+private:
+    const std::vector<TensorRef> &loads(size_t t) const {
+        return out.fused[t] ? out.fused[t]->loads : steps[t].fused->loads;
+    }
+    bool reads(size_t t, const ByteRange &r) const {
+        const Step &step = steps[t];
+        if (step.kind == StepKind::Fused) {
+            for (const TensorRef &ref : loads(t)) if (overlaps(byte_range(ref), r)) return true;
+            return false;
+        }
+        for (const TensorRef &ref : step.inputs) if (overlaps(byte_range(ref), r)) return true;
+        return false;
+    }
+    template <class F>
+    void for_each_write(size_t t, F f) const {
+        const Step &step = steps[t];
+        if (step.kind == StepKind::Fused) {
+            for (const auto &store : step.fused->stores) f(byte_range(store.second));
+        } else {
+            f(byte_range(step.output));
+        }
+    }
+    bool writes_into(size_t t, const ByteRange &r) const {
+        bool any = false;
+        for_each_write(t, [&](const ByteRange &w) { any = any || overlaps(w, r); });
+        return any;
+    }
+    bool overwrites(size_t t, const ByteRange &r) const {
+        bool all = false;
+        for_each_write(t, [&](const ByteRange &w) { all = all || covers(w, r); });
+        return all;
+    }
+    // Nothing after step `from` reads `ref` before it is overwritten.
+    bool dead_after(size_t from, const TensorRef &ref) const {
+        if (ref.storage != Storage::Arena) return false;
+        const ByteRange r = byte_range(ref);
+        for (size_t t = from + 1; t < steps.size(); ++t) {
+            if (out.skip[t]) continue;
+            if (reads(t, r)) return false;
+            if (overwrites(t, r)) return true;
+        }
+        return true;
+    }
+
+    void drop_broadcast(size_t i) {
+        const Step &step = steps[i];
+        if (step.kind != StepKind::Kernel || step.prim != Prim::BroadcastLike) return;
+        const TensorRef &y = step.output, &x = step.inputs[0];
+        if (y.storage != Storage::Arena || y.dtype != FM_DTYPE_F32 || x.shape.size() > y.shape.size()) return;
+        const ByteRange ry = byte_range(y), rx = byte_range(x);
+        std::vector<std::pair<size_t, size_t>> uses;  // (step, load)
+        size_t t = i + 1;
+        for (; t < steps.size(); ++t) {
+            if (out.skip[t]) continue;
+            if (steps[t].kind != StepKind::Fused) {
+                if (reads(t, ry)) return;
+            } else {
+                const auto &ls = loads(t);
+                for (size_t l = 0; l < ls.size(); ++l) {
+                    if (!overlaps(byte_range(ls[l]), ry)) continue;
+                    if (!same_tensor(ls[l], y) || steps[t].fused->shape != y.shape) return;
+                    uses.emplace_back(t, l);
+                }
+            }
+            if (overwrites(t, ry)) break;
+            if (writes_into(t, ry)) return;  // partly overwritten: too subtle
+        }
+        if (uses.empty()) return;
+        for (size_t u = i + 1; u <= uses.back().first; ++u) {
+            if (!out.skip[u] && writes_into(u, rx)) return;  // x must outlive its readers
+        }
+        out.skip[i] = true;
+        for (const auto &use : uses) {
+            if (!out.fused[use.first]) out.fused[use.first] = std::make_shared<Fused>(*steps[use.first].fused);
+            out.fused[use.first]->loads[use.second] = x;
+        }
+    }
+
+    void conv_bias(size_t i) {
+        const Step &conv = steps[i];
+        if (conv.kind != StepKind::Kernel || conv.prim != Prim::Conv2d || i + 1 >= steps.size()) return;
+        const Step &add = steps[i + 1];
+        if (out.skip[i + 1] || add.kind != StepKind::Fused || add.fused->code.size() != 1 ||
+            add.fused->code[0].prim != Prim::Add || loads(i + 1).size() != 2 || add.fused->stores.size() != 1 ||
+            add.fused->stores[0].first != 2) {
+            return;
+        }
+        const TensorRef &y = conv.output;
+        const auto &ls = loads(i + 1);
+        const int32_t a = add.fused->code[0].a, b = add.fused->code[0].b;
+        if (a < 0 || b < 0 || a == b) return;
+        const size_t from_conv = same_tensor(ls[size_t(a)], y) ? size_t(a) : size_t(b);
+        const TensorRef &bias = ls[1 - from_conv];
+        if (!same_tensor(ls[from_conv], y) || y.shape.size() != 4 || add.fused->shape != y.shape) return;
+        // The bias must broadcast along every axis but the channels.
+        if (bias.dtype != FM_DTYPE_F32 || bias.shape.size() > 3 || element_count(bias.shape) != y.shape[1]) return;
+        if (bias.shape.size() == 3 && (bias.shape[0] != y.shape[1] || bias.shape[1] != 1 || bias.shape[2] != 1)) return;
+        if (bias.shape.size() < 3 && y.shape[1] != 1) return;
+        const TensorRef &z = add.fused->stores[0].second;
+        if (z.shape != y.shape || z.dtype != FM_DTYPE_F32) return;
+        const ByteRange rz = byte_range(z);
+        for (const TensorRef &in : conv.inputs) if (overlaps(byte_range(in), rz)) return;
+        if (overlaps(byte_range(bias), rz) || !dead_after(i + 1, y)) return;
+        out.bias_step[i] = int64_t(i + 1);
+        out.skip[i + 1] = true;
+    }
+
+    // The channel sum that `reduce` computes of `x`, if it is one.
+    static bool channel_reduction(const Step &reduce, int64_t *channels, int64_t *inner) {
+        const Shape &x = reduce.inputs[0].shape;
+        if (x.size() < 2 || reduce.inputs[0].dtype != FM_DTYPE_F32) return false;
+        uint32_t mask = 0;
+        if (reduce.prim == Prim::ReduceSum) {
+            mask = axes_mask(reduce.attrs, x.size());
+        } else if (reduce.prim == Prim::ReduceToLike) {
+            const Shape &like = reduce.inputs[1].shape;
+            if (like.size() > x.size()) return false;
+            Shape padded_like(x.size() - like.size(), 1);
+            padded_like.insert(padded_like.end(), like.begin(), like.end());
+            for (size_t d = 0; d < x.size(); ++d) if (padded_like[d] == 1 && x[d] != 1) mask |= 1u << d;
+        } else {
+            return false;
+        }
+        for (size_t d = 0; d < x.size(); ++d) {
+            const bool reduced = (mask >> d) & 1;
+            if (x[d] != 1 && reduced != (d != 1)) return false;
+        }
+        if (element_count(reduce.output.shape) != x[1]) return false;
+        *channels = x[1];
+        *inner = 1;
+        for (size_t d = 2; d < x.size(); ++d) *inner *= x[d];
+        return true;
+    }
+
+    void fuse_reductions(size_t i) {
+        if (out.skip[i] || steps[i].kind != StepKind::Fused) return;
+        const Fused &f = *steps[i].fused;
+        size_t last = i;
+        for (size_t k = i + 1; k < steps.size(); ++k) {
+            const Step &r = steps[k];
+            if (out.skip[k]) continue;
+            if (r.kind != StepKind::Kernel || (r.prim != Prim::ReduceSum && r.prim != Prim::ReduceToLike)) break;
+            int64_t channels, inner;
+            if (!channel_reduction(r, &channels, &inner) || r.inputs[0].shape != f.shape) break;
+            int32_t reg = -1;
+            for (const auto &store : f.stores) if (same_tensor(store.second, r.inputs[0])) reg = store.first;
+            if (reg < 0 || r.output.dtype != FM_DTYPE_F32) break;
+            const ByteRange ro = byte_range(r.output);
+            bool clash = false;
+            for (const auto &store : f.stores) clash = clash || overlaps(byte_range(store.second), ro);
+            if (clash) break;
+            out.sums[i].push_back(SumSpec{reg, channels, inner, r.output});
+            out.skip[k] = true;
+            last = k;
+        }
+        if (out.sums[i].empty()) return;
+        out.skip_store[i].assign(f.stores.size(), false);
+        for (size_t s = 0; s < f.stores.size(); ++s) {
+            bool reduced = false;
+            for (const SumSpec &sum : out.sums[i]) reduced = reduced || sum.reg == f.stores[s].first;
+            out.skip_store[i][s] = reduced && dead_after(last, f.stores[s].second);
+        }
+    }
+
+    const std::vector<Step> &steps;
+    Lowered out;
+};
+
+bool lowering_enabled() {
+    static const bool enabled = [] {
+        const char *env = std::getenv("FERROMETAL_CPU_FUSION");
+        return !(env && env[0] == '0');
+    }();
+    return enabled;
+}
+
 class Runner {
 public:
-    Runner(const Plan &plan, const Bindings &b) : plan(plan), b(b) {}
+    Runner(const Plan &plan, const Bindings &b, const Lowered &lowered) : plan(plan), b(b), lowered(lowered) {}
 
     char *address(const TensorRef &ref) const {
         switch (ref.storage) {
@@ -39,11 +290,12 @@ public:
     const int32_t *in_i32(const Step &s, size_t i) const { return reinterpret_cast<const int32_t *>(address(s.inputs[i])); }
     float *out(const Step &s) const { return reinterpret_cast<float *>(address(s.output)); }
 
-    void run_step(const Step &step);
+    void run_step(size_t index);
     void kernel(const Step &step);
 
     const Plan &plan;
     const Bindings &b;
+    const Lowered &lowered;
 };
 
 ConvShape conv_shape(const fm_op_attrs &a, const Shape &x, const Shape &w, const Shape &y) {
@@ -220,21 +472,40 @@ void Runner::kernel(const Step &s) {
     fail(FM_ERR_INTERNAL, s.origin, ": the CPU backend has no kernel for ", prim_name(s.prim));
 }
 
-void Runner::run_step(const Step &step) {
+void Runner::run_step(size_t index) {
+    const Step &step = plan.steps[index];
     switch (step.kind) {
         case StepKind::Copy:
             std::memmove(address(step.output), address(step.inputs[0]),
                          size_t(element_count(step.output.shape)) * dtype_size(step.output.dtype, "dtype"));
             return;
         case StepKind::Fused: {
+            const Fused &fused = lowered.fused[index] ? *lowered.fused[index] : *step.fused;
             std::vector<const float *> loads;
             std::vector<float *> stores;
-            for (const TensorRef &ref : step.fused->loads) loads.push_back(reinterpret_cast<const float *>(address(ref)));
-            for (const auto &store : step.fused->stores) stores.push_back(reinterpret_cast<float *>(address(store.second)));
-            return run_fused(*step.fused, loads, stores, b.run_index);
+            for (const TensorRef &ref : fused.loads) loads.push_back(reinterpret_cast<const float *>(address(ref)));
+            for (const auto &store : fused.stores) stores.push_back(reinterpret_cast<float *>(address(store.second)));
+            if (lowered.sums[index].empty()) return run_fused(fused, loads, stores, b.run_index);
+            std::vector<ChannelSum> sums;
+            for (const SumSpec &spec : lowered.sums[index]) {
+                sums.push_back(ChannelSum{spec.reg, spec.channels, spec.inner,
+                                          reinterpret_cast<float *>(address(spec.out))});
+            }
+            return run_fused(fused, loads, stores, b.run_index, sums, lowered.skip_store[index]);
         }
         case StepKind::Kernel:
             if (element_count(step.output.shape) == 0) return;
+            if (lowered.bias_step[index] >= 0) {  // conv + bias into the add's destination
+                const Step &add = plan.steps[size_t(lowered.bias_step[index])];
+                const auto &ls = lowered.fused[size_t(lowered.bias_step[index])]
+                                     ? lowered.fused[size_t(lowered.bias_step[index])]->loads
+                                     : add.fused->loads;
+                const size_t bias = same_tensor(ls[0], step.output) ? 1 : 0;
+                const TensorRef &z = add.fused->stores[0].second;
+                return conv2d_forward_bias(conv_shape(step.attrs, step.inputs[0].shape, step.inputs[1].shape, z.shape),
+                                           in(step, 0), in(step, 1), reinterpret_cast<const float *>(address(ls[bias])),
+                                           reinterpret_cast<float *>(address(z)));
+            }
             return kernel(step);
     }
 }
@@ -251,7 +522,7 @@ public:
         }();
         return profile;
     }
-    void add(const Step &step, double seconds) {
+    void add(const Step &step, double seconds, bool merged) {
         std::string key = step.kind == StepKind::Fused  ? std::string("fused")
                           : step.kind == StepKind::Copy ? std::string("copy")
                                                         : std::string(prim_name(step.prim));
@@ -273,6 +544,7 @@ public:
             for (size_t i = 0; i < in.size(); ++i) key += (i ? "," : "") + std::to_string(in[i]);
             key += "]";
         }
+        if (merged) key += " (+ the next step)";
         std::lock_guard<std::mutex> lock(mutex_);
         auto &entry = entries_[key];
         entry.first += seconds;
@@ -303,17 +575,20 @@ private:
 }  // namespace
 
 void run_plan(void *, void *, const Plan &plan, const Bindings &bindings, void *) {
-    Runner runner(plan, bindings);
-    if (Profile *profile = Profile::get()) {
-        for (const Step &step : plan.steps) {
-            const auto start = std::chrono::steady_clock::now();
-            runner.run_step(step);
-            const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
-            profile->add(step, elapsed.count());
+    const Lowered lowered = Lowering(plan).run(lowering_enabled());
+    Runner runner(plan, bindings, lowered);
+    Profile *profile = Profile::get();
+    for (size_t i = 0; i < plan.steps.size(); ++i) {
+        if (lowered.skip[i]) continue;
+        if (!profile) {
+            runner.run_step(i);
+            continue;
         }
-        return;
+        const auto start = std::chrono::steady_clock::now();
+        runner.run_step(i);
+        const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+        profile->add(plan.steps[i], elapsed.count(), !lowered.sums[i].empty() || lowered.bias_step[i] >= 0);
     }
-    for (const Step &step : plan.steps) runner.run_step(step);
 }
 
 }  // namespace fm::cpu

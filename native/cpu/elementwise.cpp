@@ -185,6 +185,11 @@ void execute(const FusedInstruction &ins, float *out, const float *a, const floa
 
 void run_fused(const Fused &fused, const std::vector<const float *> &loads, const std::vector<float *> &stores,
                uint64_t run_index) {
+    run_fused(fused, loads, stores, run_index, {}, {});
+}
+
+void run_fused(const Fused &fused, const std::vector<const float *> &loads, const std::vector<float *> &stores,
+               uint64_t run_index, const std::vector<ChannelSum> &sums, const std::vector<bool> &skip_store) {
     int64_t total = element_count(fused.shape);
     std::vector<Load> inputs;
     for (size_t i = 0; i < fused.loads.size(); ++i) {
@@ -210,7 +215,14 @@ void run_fused(const Fused &fused, const std::vector<const float *> &loads, cons
     for (const auto &store : fused.stores) {
         if (store.first >= 0 && size_t(store.first) < inputs.size()) in_place[size_t(store.first)] = false;
     }
-    ThreadPool::global().parallel_for(size_t(total), size_t(kChunk) * 16, [&](size_t begin, size_t end) {
+    // Per-channel partial sums of each task, found again by the task's
+    // first element (parallel_for's split, recomputed here).
+    const size_t grain = size_t(kChunk) * 16;
+    const size_t tasks = (size_t(total) + grain - 1) / grain;
+    const size_t per_task = tasks ? (size_t(total) + tasks - 1) / tasks : 1;
+    std::vector<std::vector<double>> partial(sums.size());
+    for (size_t k = 0; k < sums.size(); ++k) partial[k].assign(tasks * size_t(sums[k].channels), 0.0);
+    ThreadPool::global().parallel_for(size_t(total), grain, [&](size_t begin, size_t end) {
         thread_local std::vector<float> file;
         if (file.size() < registers * kChunk) file.resize(registers * kChunk);
         std::vector<const float *> reg(registers);
@@ -234,11 +246,37 @@ void run_fused(const Fused &fused, const std::vector<const float *> &loads, cons
                         ins.b >= 0 ? reg[size_t(ins.b)] : nullptr, ins.c >= 0 ? reg[size_t(ins.c)] : nullptr, n,
                         at, run_index);
             }
+            for (size_t k = 0; k < sums.size(); ++k) {
+                const ChannelSum &sum = sums[k];
+                double *acc = partial[k].data() + begin / per_task * size_t(sum.channels);
+                const float *v = reg[size_t(sum.reg)];
+                for (int64_t i = 0; i < n;) {  // runs of one channel
+                    const int64_t e = at + i;
+                    const int64_t run = std::min(n - i, sum.inner - e % sum.inner);
+                    double lanes[4] = {0, 0, 0, 0};
+                    int64_t j = 0;
+                    for (; j + 4 <= run; j += 4) {
+                        for (int l = 0; l < 4; ++l) lanes[l] += v[i + j + l];
+                    }
+                    double tail = 0;
+                    for (; j < run; ++j) tail += v[i + j];
+                    acc[e / sum.inner % sum.channels] += ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + tail;
+                    i += run;
+                }
+            }
             for (size_t s = 0; s < fused.stores.size(); ++s) {
-                std::memcpy(stores[s] + at, reg[size_t(fused.stores[s].first)], size_t(n) * sizeof(float));
+                if (!skip_store.empty() && skip_store[s]) continue;
+                std::memmove(stores[s] + at, reg[size_t(fused.stores[s].first)], size_t(n) * sizeof(float));
             }
         }
     });
+    for (size_t k = 0; k < sums.size(); ++k) {
+        for (int64_t c = 0; c < sums[k].channels; ++c) {
+            double sum = 0;
+            for (size_t t = 0; t < tasks; ++t) sum += partial[k][t * size_t(sums[k].channels) + size_t(c)];
+            sums[k].out[c] = float(sum);
+        }
+    }
 }
 
 }  // namespace fm::cpu
