@@ -35,6 +35,8 @@ namespace {
 // arena values (never observed after the run) are ever left unwritten.
 // FERROMETAL_CPU_FUSION=0 turns this off (for measurements and tests).
 
+constexpr int64_t kMinFusedSumElements = int64_t(1) << 18;  // 1 MiB of floats
+
 struct ByteRange {
     Storage storage;
     uint32_t index;
@@ -239,6 +241,9 @@ private:
             if (r.kind != StepKind::Kernel || (r.prim != Prim::ReduceSum && r.prim != Prim::ReduceToLike)) break;
             int64_t channels, inner;
             if (!channel_reduction(r, &channels, &inner) || r.inputs[0].shape != f.shape) break;
+            // A tensor that stays in cache costs the separate reduction
+            // little; the fused sums are scalar code.
+            if (element_count(f.shape) < kMinFusedSumElements) break;
             int32_t reg = -1;
             for (const auto &store : f.stores) if (same_tensor(store.second, r.inputs[0])) reg = store.first;
             if (reg < 0 || r.output.dtype != FM_DTYPE_F32) break;
@@ -574,8 +579,14 @@ private:
 
 }  // namespace
 
-void run_plan(void *, void *, const Plan &plan, const Bindings &bindings, void *) {
-    const Lowered lowered = Lowering(plan).run(lowering_enabled());
+void *compile_plan(void *, const Plan &plan) { return new Lowered(Lowering(plan).run(lowering_enabled())); }
+
+void release_plan(void *, void *exec_ctx) { delete static_cast<Lowered *>(exec_ctx); }
+
+void run_plan(void *, void *exec_ctx, const Plan &plan, const Bindings &bindings, void *) {
+    Lowered fallback;  // a plan not compiled here: lowered on the spot
+    if (!exec_ctx) fallback = Lowering(plan).run(lowering_enabled());
+    const Lowered &lowered = exec_ctx ? *static_cast<const Lowered *>(exec_ctx) : fallback;
     Runner runner(plan, bindings, lowered);
     Profile *profile = Profile::get();
     for (size_t i = 0; i < plan.steps.size(); ++i) {

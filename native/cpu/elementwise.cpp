@@ -250,6 +250,14 @@ void run_fused(const Fused &fused, const std::vector<const float *> &loads, cons
                 const ChannelSum &sum = sums[k];
                 double *acc = partial[k].data() + begin / per_task * size_t(sum.channels);
                 const float *v = reg[size_t(sum.reg)];
+                if (sum.inner == 1) {  // the columns of a matrix: one channel per element
+                    int64_t c = at % sum.channels;
+                    for (int64_t i = 0; i < n; ++i) {
+                        acc[c] += v[i];
+                        if (++c == sum.channels) c = 0;
+                    }
+                    continue;
+                }
                 for (int64_t i = 0; i < n;) {  // runs of one channel
                     const int64_t e = at + i;
                     const int64_t run = std::min(n - i, sum.inner - e % sum.inner);
