@@ -9,8 +9,9 @@
 //   flipped, transposed kernel (padding d * (k - 1) - pad); other strides:
 //   dcol = W^T dy through matmul, then col2im.
 // - weight gradient: dW_g (cout_g x K) = sum over images of dy_n (cout_g x P)
-//   * col_n^T (P x K), the images split into fixed parts (from the batch
-//   size only), each part's sum one FMA chain over its images in order, the
+//   * col_n^T (P x K) by dot-product tiles (gemm::dot_tile: both operands
+//   contiguous in P, no packing), the images split into fixed parts (from
+//   the batch size only), each part summed over its images in order, the
 //   parts then added in order.
 //
 // Determinism: every split depends on the shapes only, and every sum runs
@@ -130,6 +131,145 @@ int64_t column_block(int64_t columns, int64_t other_tasks, double flops_per_colu
         block = (block / 2 + nr - 1) / nr * nr;
     }
     return block;
+}
+
+// The images of a weight gradient fall in at most kParts parts of equal
+// size (the batch size alone decides), each summed by its own tasks into
+// its own partial dW; the parts are then added in order.
+constexpr int64_t kParts = 16;
+
+// The weight gradient on the packed GEMM: A = dy_n packed per image, B =
+// col_n^T packed straight from the image (a transposing copy).
+void backward_weight_gemm(const ConvShape &s, const Geometry &g, const float *x, const float *dy, float *dweight) {
+    const int64_t weight_size = s.c_out * g.k;
+    // The images in at most kParts parts of equal size (the batch size alone
+    // decides), each summed by its own tasks into its own partial dW.
+    const int64_t per_part = (s.n + kParts - 1) / kParts, parts = (s.n + per_part - 1) / per_part;
+    std::vector<float> partial(parts > 1 ? size_t(parts * weight_size) : 0);
+    const int64_t nr = gemm::tile_cols();
+    const int64_t block = column_block(g.k, parts * s.groups, 2.0 * double(g.cout_g * g.p * per_part));
+    const int64_t blocks = (g.k + block - 1) / block;
+    ThreadPool::global().parallel_for(size_t(parts * s.groups * blocks), 1, [&](size_t begin, size_t end) {
+        thread_local std::vector<float> a_buffer;
+        const size_t a_floats = gemm::packed_a_size(g.cout_g, g.p);
+        if (a_buffer.size() < a_floats) a_buffer.resize(a_floats);
+        std::vector<Segment> runs;
+        for (size_t item = begin; item < end; ++item) {
+            const int64_t part = int64_t(item) / (s.groups * blocks);
+            const int64_t group = int64_t(item) / blocks % s.groups, j0 = int64_t(item) % blocks * block;
+            float *target = (parts > 1 ? partial.data() + part * weight_size : dweight) + group * g.cout_g * g.k;
+            const int64_t first = part * per_part, last = std::min(s.n, first + per_part);
+            for (int64_t image = first; image < last; ++image) {
+                const float *xg = x + (image * s.c_in + group * g.cin_g) * s.h * s.w;
+                gemm::pack_a(dy + (image * s.c_out + group * g.cout_g) * g.p, g.p, 1, g.cout_g, g.p, a_buffer.data());
+                // op(B) = col^T: the k index is the output position, the
+                // column index the (channel, tap) row of col.
+                gemm::multiply(
+                    a_buffer.data(), g.p, 0, g.cout_g, j0, std::min(block, g.k - j0),
+                    [&](int64_t p0, int64_t kc, int64_t c0, int64_t cols, float *out) {
+                        // Position p0 + t goes to row t of every panel.
+                        segments(s, p0, p0 + kc, kc, [&](int64_t j) { return (j - p0) * nr; }, runs);
+                        const int64_t panels = (cols + nr - 1) / nr;
+                        if (cols % nr) std::fill(out + (panels - 1) * nr * kc, out + panels * nr * kc, 0.0f);
+                        for (int64_t r = 0; r < cols; ++r) {
+                            im2col_row(s, xg, c0 + r, runs, out + r / nr * nr * kc + r % nr, nr);
+                        }
+                    },
+                    target, g.k, image > first);
+            }
+        }
+    });
+    if (parts > 1) {
+        ThreadPool::global().parallel_for(size_t(weight_size), 4096, [&](size_t begin, size_t end) {
+            for (size_t i = begin; i < end; ++i) {
+                float sum = partial[i];
+                for (int64_t part = 1; part < parts; ++part) sum += partial[size_t(part * weight_size) + i];
+                dweight[i] = sum;
+            }
+        });
+    }
+}
+
+// The weight gradient by dot-product tiles.
+void backward_weight_dot(const ConvShape &s, const Geometry &g, const float *x, const float *dy, float *dweight) {
+    const int64_t weight_size = s.c_out * g.k;
+    // dW_g (cout_g x K) = sum over images of dy_n (cout_g x P) * col_n^T:
+    // both operands have rows contiguous in P, so dot-product tiles
+    // (gemm::dot_tile) read them as they are: dy in place (or copied with
+    // its rows zero-padded to a multiple of 16 positions), the column rows
+    // of a block of K built for every image of a part into a buffer. The
+    // images fall in at most kParts parts of equal size (the batch size
+    // alone decides), each summed by its own tasks into its own partial dW.
+    const int64_t per_part = (s.n + kParts - 1) / kParts, parts = (s.n + per_part - 1) / per_part;
+    const int64_t padded = (g.p + gemm::kDotLanes - 1) / gemm::kDotLanes * gemm::kDotLanes;
+    const bool pad_dy = padded != g.p;
+    // Column rows per task: 16, fewer when K is smaller, more while the
+    // buffer of a part stays under 256 KiB and the tasks stay at least 8.
+    const int64_t tile = gemm::kDotTile;
+    int64_t block = std::min<int64_t>((g.k + tile - 1) / tile * tile, 16);
+    while (block * 2 <= g.k && block * 2 * per_part * padded <= (int64_t(1) << 16) &&
+           parts * s.groups * ((g.k + block * 2 - 1) / (block * 2)) >= 8) {
+        block *= 2;
+    }
+    const int64_t blocks = (g.k + block - 1) / block;
+    std::vector<float> partial(parts > 1 ? size_t(parts * weight_size) : 0);
+    ThreadPool::global().parallel_for(size_t(parts * s.groups * blocks), 1, [&](size_t begin, size_t end) {
+        thread_local std::vector<float> buffer;
+        const size_t col_floats = size_t(per_part * block * padded);
+        const size_t dy_floats = pad_dy ? size_t(per_part * g.cout_g * padded) : 0;
+        if (buffer.size() < col_floats + dy_floats) buffer.resize(col_floats + dy_floats);
+        float *col = buffer.data(), *dy_copy = buffer.data() + col_floats;
+        std::vector<Segment> runs;
+        segments(s, 0, g.p, g.p, [](int64_t j) { return j; }, runs);
+        for (size_t item = begin; item < end; ++item) {
+            const int64_t part = int64_t(item) / (s.groups * blocks);
+            const int64_t group = int64_t(item) / blocks % s.groups, r0 = int64_t(item) % blocks * block;
+            const int64_t rows = std::min(block, g.k - r0);
+            const int64_t first = part * per_part, images = std::min(s.n, first + per_part) - first;
+            for (int64_t image = 0; image < images; ++image) {
+                const float *xg = x + ((first + image) * s.c_in + group * g.cin_g) * s.h * s.w;
+                for (int64_t r = 0; r < rows; ++r) {
+                    float *row = col + (image * block + r) * padded;
+                    im2col_row(s, xg, r0 + r, runs, row, 1);
+                    std::fill(row + g.p, row + padded, 0.0f);
+                }
+            }
+            const float *dyg = dy + (first * s.c_out + group * g.cout_g) * g.p;
+            int64_t dy_image = s.c_out * g.p;
+            if (pad_dy) {
+                for (int64_t image = 0; image < images; ++image) {
+                    for (int64_t o = 0; o < g.cout_g; ++o) {
+                        const float *src = dyg + image * dy_image + o * g.p;
+                        float *dst = dy_copy + (image * g.cout_g + o) * padded;
+                        std::copy(src, src + g.p, dst);
+                        std::fill(dst + g.p, dst + padded, 0.0f);
+                    }
+                }
+                dyg = dy_copy;
+                dy_image = g.cout_g * padded;
+            }
+            const int64_t dy_row = pad_dy ? padded : g.p;
+            float *target = (parts > 1 ? partial.data() + part * weight_size : dweight) + group * g.cout_g * g.k;
+            for (int64_t o = 0; o < g.cout_g; o += tile) {
+                for (int64_t r = 0; r < rows; r += tile) {
+                    float *c = target + o * g.k + r0 + r;
+                    const int tile_rows = int(std::min(tile, g.cout_g - o)), tile_cols = int(std::min(tile, rows - r));
+                    for (int i = 0; i < tile_rows; ++i) std::fill(c + i * g.k, c + i * g.k + tile_cols, 0.0f);
+                    gemm::dot_tile(padded, images, dyg + o * dy_row, dy_row, dy_image, col + r * padded, padded,
+                                   block * padded, c, g.k, tile_rows, tile_cols);
+                }
+            }
+        }
+    });
+    if (parts > 1) {
+        ThreadPool::global().parallel_for(size_t(weight_size), 4096, [&](size_t begin, size_t end) {
+            for (size_t i = begin; i < end; ++i) {
+                float sum = partial[i];
+                for (int64_t part = 1; part < parts; ++part) sum += partial[size_t(part * weight_size) + i];
+                dweight[i] = sum;
+            }
+        });
+    }
 }
 
 }  // namespace
@@ -285,53 +425,11 @@ void conv2d_backward_weight(const ConvShape &s, const float *x, const float *dy,
         std::fill_n(dweight, weight_size, 0.0f);
         return;
     }
-    // The images in at most kParts parts of equal size (the batch size alone
-    // decides), each summed by its own tasks into its own partial dW.
-    constexpr int64_t kParts = 16;
-    const int64_t per_part = (s.n + kParts - 1) / kParts, parts = (s.n + per_part - 1) / per_part;
-    std::vector<float> partial(parts > 1 ? size_t(parts * weight_size) : 0);
-    const int64_t nr = gemm::tile_cols();
-    const int64_t block = column_block(g.k, parts * s.groups, 2.0 * double(g.cout_g * g.p * per_part));
-    const int64_t blocks = (g.k + block - 1) / block;
-    ThreadPool::global().parallel_for(size_t(parts * s.groups * blocks), 1, [&](size_t begin, size_t end) {
-        thread_local std::vector<float> a_buffer;
-        const size_t a_floats = gemm::packed_a_size(g.cout_g, g.p);
-        if (a_buffer.size() < a_floats) a_buffer.resize(a_floats);
-        std::vector<Segment> runs;
-        for (size_t item = begin; item < end; ++item) {
-            const int64_t part = int64_t(item) / (s.groups * blocks);
-            const int64_t group = int64_t(item) / blocks % s.groups, j0 = int64_t(item) % blocks * block;
-            float *target = (parts > 1 ? partial.data() + part * weight_size : dweight) + group * g.cout_g * g.k;
-            const int64_t first = part * per_part, last = std::min(s.n, first + per_part);
-            for (int64_t image = first; image < last; ++image) {
-                const float *xg = x + (image * s.c_in + group * g.cin_g) * s.h * s.w;
-                gemm::pack_a(dy + (image * s.c_out + group * g.cout_g) * g.p, g.p, 1, g.cout_g, g.p, a_buffer.data());
-                // op(B) = col^T: the k index is the output position, the
-                // column index the (channel, tap) row of col.
-                gemm::multiply(
-                    a_buffer.data(), g.p, 0, g.cout_g, j0, std::min(block, g.k - j0),
-                    [&](int64_t p0, int64_t kc, int64_t c0, int64_t cols, float *out) {
-                        // Position p0 + t goes to row t of every panel.
-                        segments(s, p0, p0 + kc, kc, [&](int64_t j) { return (j - p0) * nr; }, runs);
-                        const int64_t panels = (cols + nr - 1) / nr;
-                        if (cols % nr) std::fill(out + (panels - 1) * nr * kc, out + panels * nr * kc, 0.0f);
-                        for (int64_t r = 0; r < cols; ++r) {
-                            im2col_row(s, xg, c0 + r, runs, out + r / nr * nr * kc + r % nr, nr);
-                        }
-                    },
-                    target, g.k, image > first);
-            }
-        }
-    });
-    if (parts > 1) {
-        ThreadPool::global().parallel_for(size_t(weight_size), 4096, [&](size_t begin, size_t end) {
-            for (size_t i = begin; i < end; ++i) {
-                float sum = partial[i];
-                for (int64_t part = 1; part < parts; ++part) sum += partial[size_t(part * weight_size) + i];
-                dweight[i] = sum;
-            }
-        });
-    }
+    // Measured on the reference layers (test_cpu_conv_pool --bench): the
+    // dot tiles win on large images (their per-tile sums are amortised over
+    // many positions), the GEMM's transposing pack on small ones.
+    if (g.p >= 512) return backward_weight_dot(s, g, x, dy, dweight);
+    return backward_weight_gemm(s, g, x, dy, dweight);
 }
 
 }  // namespace fm::cpu

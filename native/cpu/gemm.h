@@ -32,4 +32,15 @@ using PackB = std::function<void(int64_t p0, int64_t kc, int64_t j0, int64_t col
 void multiply(const float *packed_a, int64_t k, int64_t i0, int64_t rows, int64_t j0, int64_t cols,
               const PackB &pack_b, float *c, int64_t ldc, bool accumulate);
 
+// For two operands whose rows are both contiguous in k (C = A B^T, as in a
+// convolution's weight gradient), no packing is needed: c[i * ldc + j] +=
+// sum over images < `images` and p < k of a[image * a_image + i * lda + p] *
+// b[image * b_image + j * ldb + p], for i < rows <= 4 and j < cols <= 4; k
+// must be a multiple of 16 (pad with zeros). Each sum is 16 FMA chains
+// (p mod 16, images in order) added pairwise at the end: the same bits with
+// AVX-512 and AVX2 (matmul.cpp).
+constexpr int64_t kDotTile = 4, kDotLanes = 16;
+void dot_tile(int64_t k, int64_t images, const float *a, int64_t lda, int64_t a_image, const float *b, int64_t ldb,
+              int64_t b_image, float *c, int64_t ldc, int rows, int cols);
+
 }  // namespace fm::cpu::gemm

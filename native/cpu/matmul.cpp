@@ -57,6 +57,8 @@ struct Isa {
     const char *name;
     int64_t mr, nr;
     MicroKernel kernel;
+    void (*dot)(int64_t, int64_t, const float *, int64_t, int64_t, const float *, int64_t, int64_t, float *, int64_t, int,
+                int);
 };
 
 #if FM_X86_KERNELS
@@ -131,11 +133,128 @@ void kernel_generic_4x16(int64_t kc, const float *a, const float *b, float *c, i
     for (int i = 0; i < kRows; ++i) std::memcpy(c + i * ldc, acc[i], sizeof acc[i]);
 }
 
-Isa pick_isa() {
-    const Isa generic{"generic", 4, 16, kernel_generic_4x16};
+// ---- Dot-product tiles (gemm::dot_tile) ---------------------------------
+//
+// c[i][j] += sum over images and p < k (a multiple of 16) of
+// a[image][i][p] * b[image][j][p]. Each
+// sum runs in 16 lanes (lane l takes p = l, l + 16, ... of every image in
+// turn; one FMA chain each), which are then added pairwise: l + (l + 8), then + 4, + 2, + 1.
+// Every ISA below follows exactly that order, so they agree bit for bit
+// (the portable one multiplies and adds separately). Rows i >= rows and
+// columns j >= cols are computed from row / column 0 and discarded.
+// The pairwise sum of 16 lanes: l + (l + 8), then + 4, + 2, + 1.
+float sum_lanes(float *lanes) {
+    for (int width = 8; width >= 1; width /= 2) {
+        for (int l = 0; l < width; ++l) lanes[l] += lanes[l + width];
+    }
+    return lanes[0];
+}
+
 #if FM_X86_KERNELS
-    const Isa avx512{"avx512", 8, 32, kernel_avx512_8x32};
-    const Isa avx2{"avx2", 6, 16, kernel_avx2_6x16};
+__attribute__((target("avx512f"))) void dot_avx512_4x4(int64_t k, int64_t images, const float *a, int64_t lda,
+                                                       int64_t a_image, const float *b, int64_t ldb, int64_t b_image,
+                                                       float *c, int64_t ldc, int rows, int cols) {
+    const float *ap[4], *bp[4];
+    for (int i = 0; i < 4; ++i) ap[i] = a + (i < rows ? i : 0) * lda;
+    for (int j = 0; j < 4; ++j) bp[j] = b + (j < cols ? j : 0) * ldb;
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_setzero_ps();
+    }
+    for (int64_t image = 0; image < images; ++image) {
+        for (int64_t p = 0; p < k; p += 16) {
+            __m512 av[4], bv[4];
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; ++i) av[i] = _mm512_loadu_ps(ap[i] + image * a_image + p);
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; ++j) bv[j] = _mm512_loadu_ps(bp[j] + image * b_image + p);
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; ++i) {
+#pragma GCC unroll 4
+                for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_fmadd_ps(av[i], bv[j], acc[i][j]);
+            }
+        }
+    }
+    for (int i = 0; i < rows; ++i) {
+        for (int j = 0; j < cols; ++j) {
+            alignas(64) float lanes[16];
+            _mm512_store_ps(lanes, acc[i][j]);
+            c[i * ldc + j] += sum_lanes(lanes);
+        }
+    }
+}
+
+// 16 lanes as two 8-lane halves (lanes 0-7, 8-15), 2 x 2 elements at a time.
+__attribute__((target("avx2,fma"))) void dot_avx2_4x4(int64_t k, int64_t images, const float *a, int64_t lda,
+                                                     int64_t a_image, const float *b, int64_t ldb, int64_t b_image,
+                                                     float *c, int64_t ldc, int rows, int cols) {
+    for (int i0 = 0; i0 < rows; i0 += 2) {
+        for (int j0 = 0; j0 < cols; j0 += 2) {
+            const float *ap[2], *bp[2];
+            for (int i = 0; i < 2; ++i) ap[i] = a + (i0 + i < rows ? i0 + i : i0) * lda;
+            for (int j = 0; j < 2; ++j) bp[j] = b + (j0 + j < cols ? j0 + j : j0) * ldb;
+            __m256 lo[2][2], hi[2][2];
+            for (int i = 0; i < 2; ++i) {
+                for (int j = 0; j < 2; ++j) lo[i][j] = hi[i][j] = _mm256_setzero_ps();
+            }
+            for (int64_t q = 0; q < images * k; q += 16) {
+                const int64_t image = q / k, p = q % k;
+                __m256 al[2], ah[2], bl[2], bh[2];
+#pragma GCC unroll 2
+                for (int i = 0; i < 2; ++i) {
+                    al[i] = _mm256_loadu_ps(ap[i] + image * a_image + p);
+                    ah[i] = _mm256_loadu_ps(ap[i] + image * a_image + p + 8);
+                }
+#pragma GCC unroll 2
+                for (int j = 0; j < 2; ++j) {
+                    bl[j] = _mm256_loadu_ps(bp[j] + image * b_image + p);
+                    bh[j] = _mm256_loadu_ps(bp[j] + image * b_image + p + 8);
+                }
+#pragma GCC unroll 2
+                for (int i = 0; i < 2; ++i) {
+#pragma GCC unroll 2
+                    for (int j = 0; j < 2; ++j) {
+                        lo[i][j] = _mm256_fmadd_ps(al[i], bl[j], lo[i][j]);
+                        hi[i][j] = _mm256_fmadd_ps(ah[i], bh[j], hi[i][j]);
+                    }
+                }
+            }
+            for (int i = 0; i < 2 && i0 + i < rows; ++i) {
+                for (int j = 0; j < 2 && j0 + j < cols; ++j) {
+                    alignas(32) float lanes[16];
+                    _mm256_store_ps(lanes, lo[i][j]);
+                    _mm256_store_ps(lanes + 8, hi[i][j]);
+                    c[(i0 + i) * ldc + j0 + j] += sum_lanes(lanes);
+                }
+            }
+        }
+    }
+}
+#endif
+
+void dot_generic_4x4(int64_t k, int64_t images, const float *a, int64_t lda, int64_t a_image, const float *b,
+                     int64_t ldb, int64_t b_image, float *c, int64_t ldc, int rows, int cols) {
+    for (int i = 0; i < rows; ++i) {
+        for (int j = 0; j < cols; ++j) {
+            float lanes[16] = {};
+            for (int64_t image = 0; image < images; ++image) {
+                const float *ai = a + i * lda + image * a_image, *bj = b + j * ldb + image * b_image;
+                for (int64_t p = 0; p < k; p += 16) {
+                    for (int l = 0; l < 16; ++l) lanes[l] += ai[p + l] * bj[p + l];
+                }
+            }
+            c[i * ldc + j] += sum_lanes(lanes);
+        }
+    }
+}
+
+Isa pick_isa() {
+    const Isa generic{"generic", 4, 16, kernel_generic_4x16, dot_generic_4x4};
+#if FM_X86_KERNELS
+    const Isa avx512{"avx512", 8, 32, kernel_avx512_8x32, dot_avx512_4x4};
+    const Isa avx2{"avx2", 6, 16, kernel_avx2_6x16, dot_avx2_4x4};
     __builtin_cpu_init();
     const bool has_avx512 = __builtin_cpu_supports("avx512f");
     const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -227,6 +346,11 @@ namespace gemm {
 
 int64_t tile_rows() { return isa().mr; }
 int64_t tile_cols() { return isa().nr; }
+
+void dot_tile(int64_t k, int64_t images, const float *a, int64_t lda, int64_t a_image, const float *b, int64_t ldb,
+              int64_t b_image, float *c, int64_t ldc, int rows, int cols) {
+    isa().dot(k, images, a, lda, a_image, b, ldb, b_image, c, ldc, rows, cols);
+}
 
 size_t packed_a_size(int64_t m, int64_t k) { return size_t(round_up(m, isa().mr) * k); }
 

@@ -198,6 +198,16 @@ void run_conv_case(Rng &rng, const ConvShape &s, bool with_fd) {
     g_case = "conv2d_backward_weight " + conv_str(s);
     expect_close(dw, dwr.value, dwr.scale);
     dw.finish();
+    // With a bias: the forward pass, then one add per element (same bits).
+    const auto bias = rng.floats(size_t(s.c_out));
+    Output<float> yb(y_size);
+    fm::cpu::conv2d_forward_bias(s, x.data(), w.data(), bias.data(), yb.data());
+    std::vector<double> ybr(y_size);
+    const int64_t plane = s.out_h * s.out_w;
+    for (size_t i = 0; i < y_size; ++i) ybr[i] = double(y[i] + bias[size_t(int64_t(i) / plane % s.c_out)]);
+    g_case = "conv2d_forward_bias " + conv_str(s);
+    expect_exact(yb, ybr);
+    yb.finish();
     if (!with_fd) return;
 
     // loss = <conv(x, w), dy>, so d loss/dx = conv2d_backward_input(dy) and
@@ -266,6 +276,16 @@ void test_conv(Rng &rng) {
     s = ConvShape{};
     s.n = 8, s.c_in = 16, s.h = 128, s.w = 128, s.c_out = 2, s.kh = 3, s.kw = 3;
     s.pad_h = 1, s.pad_w = 1, s.out_h = 128, s.out_w = 128;
+    run_conv_case(rng, s, false);
+
+    // Large images take the weight gradient's dot-product path (512 output
+    // positions or more): positions not a multiple of 16, several images per
+    // part of the batch (more than 16 images), groups, stride 2.
+    s = ConvShape{};
+    s.n = 19, s.c_in = 6, s.h = 23, s.w = 23, s.c_out = 10, s.kh = 3, s.kw = 3, s.groups = 2;
+    s.pad_h = 1, s.pad_w = 1, s.out_h = 23, s.out_w = 23;
+    run_conv_case(rng, s, false);
+    s.groups = 1, s.h = 45, s.w = 46, s.stride_h = 2, s.stride_w = 2, s.out_h = 23, s.out_w = 23;
     run_conv_case(rng, s, false);
 
     // Degenerate: a 1x1 kernel at stride 1 is a matmul; a kernel as large as
