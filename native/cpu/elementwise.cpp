@@ -7,16 +7,40 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
 #include "thread_pool.h"
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace fm::cpu {
 
 namespace {
 
 constexpr int64_t kChunk = 1024;
+constexpr int64_t kStreamElements = int64_t(1) << 21;  // 8 MiB of floats
+
+// dst[0, n) = src[0, n) with non-temporal stores where the ISA has them;
+// dst is 16-byte aligned (chunks start at multiples of kChunk elements).
+void stream_store(float *dst, const float *src, int64_t n) {
+#if defined(__SSE2__)
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
+    for (; i < n; ++i) dst[i] = src[i];
+#else
+    std::memmove(dst, src, size_t(n) * sizeof(float));
+#endif
+}
+
+void stream_fence() {
+#if defined(__SSE2__)
+    _mm_sfence();
+#endif
+}
 
 // Element strides of `in` broadcast against `out` (0 along broadcast dims).
 std::vector<int64_t> broadcast_strides(const Shape &in, const Shape &out) {
@@ -210,6 +234,10 @@ void run_fused(const Fused &fused, const std::vector<const float *> &loads, cons
     // of scratch. All of a chunk's reads happen before its stores, so a
     // store may overwrite the elements of the chunk it was computed from.
     const size_t registers = fused.loads.size() + fused.code.size();
+    // Outputs far larger than the caches are written around them (no read
+    // for ownership): the next step would find them evicted anyway.
+    bool stream = total >= kStreamElements;
+    for (size_t s = 0; s < stores.size(); ++s) stream = stream && reinterpret_cast<uintptr_t>(stores[s]) % 64 == 0;
     std::vector<bool> in_place(inputs.size());
     for (size_t i = 0; i < inputs.size(); ++i) in_place[i] = inputs[i].mode == Load::Contiguous;
     for (const auto &store : fused.stores) {
@@ -274,9 +302,15 @@ void run_fused(const Fused &fused, const std::vector<const float *> &loads, cons
             }
             for (size_t s = 0; s < fused.stores.size(); ++s) {
                 if (!skip_store.empty() && skip_store[s]) continue;
-                std::memmove(stores[s] + at, reg[size_t(fused.stores[s].first)], size_t(n) * sizeof(float));
+                const float *value = reg[size_t(fused.stores[s].first)];
+                if (stream) {
+                    stream_store(stores[s] + at, value, n);
+                } else {
+                    std::memmove(stores[s] + at, value, size_t(n) * sizeof(float));
+                }
             }
         }
+        if (stream) stream_fence();
     });
     for (size_t k = 0; k < sums.size(); ++k) {
         for (int64_t c = 0; c < sums[k].channels; ++c) {
