@@ -295,6 +295,11 @@ void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight
     for (int64_t group = 0; group < s.groups; ++group) {
         gemm::pack_a(weight + group * g.cout_g * g.k, g.k, 1, g.cout_g, g.k, packed.data() + group * group_floats);
     }
+    // Stride 1, rows of output a multiple of half a micro-tile: the GEMM
+    // reads the (padded) image in place instead of packing im2col slices.
+    const bool indirect = s.stride_h == 1 && s.stride_w == 1 && s.out_w % (nr / 2) == 0 && g.p % nr == 0 &&
+                          s.out_h == s.h + 2 * s.pad_h - s.dilation_h * (s.kh - 1) &&
+                          s.out_w == s.w + 2 * s.pad_w - s.dilation_w * (s.kw - 1);
     const int64_t block = column_block(g.p, s.n * s.groups, 2.0 * double(g.cout_g * g.k));
     const int64_t blocks = (g.p + block - 1) / block;
     const size_t grain = size_t(std::max<int64_t>(1, int64_t(2e6 / (2.0 * double(g.cout_g * g.k * block)))));
@@ -304,6 +309,35 @@ void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight
             const int64_t image = int64_t(item) / (s.groups * blocks);
             const int64_t group = int64_t(item) / blocks % s.groups, j0 = int64_t(item) % blocks * block;
             const float *xg = x + (image * s.c_in + group * g.cin_g) * s.h * s.w;
+            if (indirect) {
+                // The group's channels with a zero border, then the GEMM
+                // reads B straight from it: row r = (c, i, j) of the column
+                // matrix is the padded plane c shifted by (i, j).
+                const int64_t hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w;
+                thread_local std::vector<float> padded;
+                thread_local std::vector<int64_t> offsets;
+                thread_local std::vector<const float *> bases;
+                padded.assign(size_t(g.cin_g * hp * wp), 0.0f);
+                for (int64_t c = 0; c < g.cin_g; ++c) {
+                    for (int64_t iy = 0; iy < s.h; ++iy) {
+                        const float *src = xg + (c * s.h + iy) * s.w;
+                        std::copy(src, src + s.w, padded.data() + (c * hp + iy + s.pad_h) * wp + s.pad_w);
+                    }
+                }
+                offsets.resize(size_t(g.k));
+                for (int64_t r = 0; r < g.k; ++r) {
+                    const int64_t c = r / (s.kh * s.kw), ki = r / s.kw % s.kh, kj = r % s.kw;
+                    offsets[size_t(r)] = c * hp * wp + ki * s.dilation_h * wp + kj * s.dilation_w;
+                }
+                const int64_t cols = std::min(block, g.p - j0), half = nr / 2;
+                bases.resize(size_t(cols / half));
+                for (int64_t j = 0; j < cols; j += half) {
+                    const int64_t oy = (j0 + j) / s.out_w, ox = (j0 + j) % s.out_w;
+                    bases[size_t(j / half)] = padded.data() + oy * wp + ox;
+                }
+                gemm::multiply_indirect(packed.data() + group * group_floats, g.k, g.cout_g, offsets.data(),
+                                        bases.data(), cols, y + (image * s.c_out + group * g.cout_g) * g.p + j0, g.p);
+            } else {
             gemm::multiply(
                 packed.data() + group * group_floats, g.k, 0, g.cout_g, j0, std::min(block, g.p - j0),
                 [&](int64_t p0, int64_t kc, int64_t first, int64_t cols, float *out) {
@@ -321,6 +355,7 @@ void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight
                     for (int64_t r = 0; r < kc; ++r) im2col_row(s, xg, p0 + r, runs, out + r * nr, 1);
                 },
                 y + (image * s.c_out + group * g.cout_g) * g.p, g.p, false);
+            }
             if (bias) {
                 const int64_t cols = std::min(block, g.p - j0);
                 for (int64_t o = group * g.cout_g; o < (group + 1) * g.cout_g; ++o) {

@@ -32,6 +32,14 @@ using PackB = std::function<void(int64_t p0, int64_t kc, int64_t j0, int64_t col
 void multiply(const float *packed_a, int64_t k, int64_t i0, int64_t rows, int64_t j0, int64_t cols,
               const PackB &pack_b, float *c, int64_t ldc, bool accumulate);
 
+// A GEMM whose B is read in place through row offsets, for a stride-1
+// convolution straight from its (padded) image: column j of B, row p, is
+// bases[j / H][offsets[p] + j % H] with H = tile_cols() / 2, for cols a
+// multiple of tile_cols(). C (rows x cols, row stride ldc) = op(A) B; the
+// same arithmetic, so the same bits, as multiply.
+void multiply_indirect(const float *packed_a, int64_t k, int64_t rows, const int64_t *offsets,
+                       const float *const *bases, int64_t cols, float *c, int64_t ldc);
+
 // For two operands whose rows are both contiguous in k (C = A B^T, as in a
 // convolution's weight gradient), no packing is needed: c[i * ldc + j] +=
 // sum over images < `images` and p < k of a[image * a_image + i * lda + p] *

@@ -52,11 +52,14 @@ int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 // depth kc; a_panel is [kc][MR], b_panel is [kc][NR].
 using MicroKernel = void (*)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
                              bool load);
+using IndirectKernel = void (*)(int64_t kc, const float *a, const float *const *b, const int64_t *offsets, float *c,
+                                int64_t ldc, bool load);
 
 struct Isa {
     const char *name;
     int64_t mr, nr;
     MicroKernel kernel;
+    IndirectKernel indirect;
     void (*dot)(int64_t, int64_t, const float *, int64_t, int64_t, const float *, int64_t, int64_t, float *, int64_t, int,
                 int);
 };
@@ -113,7 +116,83 @@ __attribute__((target("avx2,fma"))) void kernel_avx2_6x16(int64_t kc, const floa
         _mm256_storeu_ps(c + i * ldc + 8, hi[i]);
     }
 }
+
+// The indirect variants (gemm::multiply_indirect): row p of the tile's
+// first half of columns is read at b[0] + offsets[p], of its second half
+// at b[1] + offsets[p]; otherwise the same arithmetic as above.
+__attribute__((target("avx512f"))) void indirect_avx512_8x32(int64_t kc, const float *a, const float *const *b,
+                                                             const int64_t *offsets, float *c, int64_t ldc,
+                                                             bool load) {
+    constexpr int kRows = 8;
+    __m512 lo[kRows], hi[kRows];
+#pragma GCC unroll 8
+    for (int i = 0; i < kRows; ++i) {
+        lo[i] = load ? _mm512_loadu_ps(c + i * ldc) : _mm512_setzero_ps();
+        hi[i] = load ? _mm512_loadu_ps(c + i * ldc + 16) : _mm512_setzero_ps();
+    }
+    const float *b0 = b[0], *b1 = b[1];
+    for (int64_t p = 0; p < kc; ++p) {
+        const __m512 x0 = _mm512_loadu_ps(b0 + offsets[p]), x1 = _mm512_loadu_ps(b1 + offsets[p]);
+        const float *ap = a + p * kRows;
+#pragma GCC unroll 8
+        for (int i = 0; i < kRows; ++i) {
+            const __m512 x = _mm512_set1_ps(ap[i]);
+            lo[i] = _mm512_fmadd_ps(x, x0, lo[i]);
+            hi[i] = _mm512_fmadd_ps(x, x1, hi[i]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < kRows; ++i) {
+        _mm512_storeu_ps(c + i * ldc, lo[i]);
+        _mm512_storeu_ps(c + i * ldc + 16, hi[i]);
+    }
+}
+
+__attribute__((target("avx2,fma"))) void indirect_avx2_6x16(int64_t kc, const float *a, const float *const *b,
+                                                           const int64_t *offsets, float *c, int64_t ldc, bool load) {
+    constexpr int kRows = 6;
+    __m256 lo[kRows], hi[kRows];
+#pragma GCC unroll 6
+    for (int i = 0; i < kRows; ++i) {
+        lo[i] = load ? _mm256_loadu_ps(c + i * ldc) : _mm256_setzero_ps();
+        hi[i] = load ? _mm256_loadu_ps(c + i * ldc + 8) : _mm256_setzero_ps();
+    }
+    const float *b0 = b[0], *b1 = b[1];
+    for (int64_t p = 0; p < kc; ++p) {
+        const __m256 x0 = _mm256_loadu_ps(b0 + offsets[p]), x1 = _mm256_loadu_ps(b1 + offsets[p]);
+        const float *ap = a + p * kRows;
+#pragma GCC unroll 6
+        for (int i = 0; i < kRows; ++i) {
+            const __m256 x = _mm256_broadcast_ss(ap + i);
+            lo[i] = _mm256_fmadd_ps(x, x0, lo[i]);
+            hi[i] = _mm256_fmadd_ps(x, x1, hi[i]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < kRows; ++i) {
+        _mm256_storeu_ps(c + i * ldc, lo[i]);
+        _mm256_storeu_ps(c + i * ldc + 8, hi[i]);
+    }
+}
 #endif
+
+void indirect_generic_4x16(int64_t kc, const float *a, const float *const *b, const int64_t *offsets, float *c,
+                           int64_t ldc, bool load) {
+    constexpr int kRows = 4, kCols = 16;
+    float acc[kRows][kCols];
+    for (int i = 0; i < kRows; ++i) {
+        for (int j = 0; j < kCols; ++j) acc[i][j] = load ? c[i * ldc + j] : 0.0f;
+    }
+    for (int64_t p = 0; p < kc; ++p) {
+        const float *b0 = b[0] + offsets[p], *b1 = b[1] + offsets[p];
+        for (int i = 0; i < kRows; ++i) {
+            const float x = a[p * kRows + i];
+            for (int j = 0; j < kCols / 2; ++j) acc[i][j] += x * b0[j];
+            for (int j = 0; j < kCols / 2; ++j) acc[i][kCols / 2 + j] += x * b1[j];
+        }
+    }
+    for (int i = 0; i < kRows; ++i) std::memcpy(c + i * ldc, acc[i], sizeof acc[i]);
+}
 
 // The portable kernel: plain loops the compiler vectorises for the baseline
 // ISA (multiply, then add: no FMA there).
@@ -251,10 +330,10 @@ void dot_generic_4x4(int64_t k, int64_t images, const float *a, int64_t lda, int
 }
 
 Isa pick_isa() {
-    const Isa generic{"generic", 4, 16, kernel_generic_4x16, dot_generic_4x4};
+    const Isa generic{"generic", 4, 16, kernel_generic_4x16, indirect_generic_4x16, dot_generic_4x4};
 #if FM_X86_KERNELS
-    const Isa avx512{"avx512", 8, 32, kernel_avx512_8x32, dot_avx512_4x4};
-    const Isa avx2{"avx2", 6, 16, kernel_avx2_6x16, dot_avx2_4x4};
+    const Isa avx512{"avx512", 8, 32, kernel_avx512_8x32, indirect_avx512_8x32, dot_avx512_4x4};
+    const Isa avx2{"avx2", 6, 16, kernel_avx2_6x16, indirect_avx2_6x16, dot_avx2_4x4};
     __builtin_cpu_init();
     const bool has_avx512 = __builtin_cpu_supports("avx512f");
     const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -386,6 +465,33 @@ void multiply(const float *packed_a, int64_t depth, int64_t i0, int64_t rows, in
                 }
                 k.kernel(kc, a_panel, b_panel, edge, k.nr, load);
                 for (int64_t i = 0; i < height; ++i) std::copy(edge + i * k.nr, edge + i * k.nr + width, tile + i * ldc);
+            }
+        }
+    }
+}
+
+void multiply_indirect(const float *packed_a, int64_t depth, int64_t rows, const int64_t *offsets,
+                       const float *const *bases, int64_t cols, float *c, int64_t ldc) {
+    const Isa &k = isa();
+    alignas(64) float edge[8 * 32];
+    for (int64_t p0 = 0; p0 < depth; p0 += kDepthBlock) {
+        const int64_t kc = std::min(kDepthBlock, depth - p0);
+        const bool load = p0 > 0;
+        for (int64_t jp = 0; jp < cols; jp += k.nr) {
+            const float *const *b = bases + jp / (k.nr / 2);
+            for (int64_t ip = 0; ip < rows; ip += k.mr) {
+                const int64_t height = std::min(k.mr, rows - ip);
+                const float *a_panel = packed_a + ip * depth + p0 * k.mr;
+                float *tile = c + ip * ldc + jp;
+                if (height == k.mr) {
+                    k.indirect(kc, a_panel, b, offsets + p0, tile, ldc, load);
+                    continue;
+                }
+                if (load) {
+                    for (int64_t i = 0; i < height; ++i) std::copy(tile + i * ldc, tile + i * ldc + k.nr, edge + i * k.nr);
+                }
+                k.indirect(kc, a_panel, b, offsets + p0, edge, k.nr, load);
+                for (int64_t i = 0; i < height; ++i) std::copy(edge + i * k.nr, edge + i * k.nr + k.nr, tile + i * ldc);
             }
         }
     }

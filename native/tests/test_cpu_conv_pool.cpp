@@ -288,6 +288,17 @@ void test_conv(Rng &rng) {
     s.groups = 1, s.h = 45, s.w = 46, s.stride_h = 2, s.stride_w = 2, s.out_h = 23, s.out_w = 23;
     run_conv_case(rng, s, false);
 
+    // Stride 1 with rows of 16 or 32 outputs: the forward pass (and the
+    // input gradient) read the padded image in place (gemm::multiply_indirect);
+    // channels that cut micro-tiles, groups, dilation, no padding.
+    s = ConvShape{};
+    s.n = 2, s.c_in = 6, s.h = 16, s.w = 16, s.c_out = 10, s.kh = 3, s.kw = 3, s.groups = 2;
+    s.pad_h = 1, s.pad_w = 1, s.out_h = 16, s.out_w = 16;
+    run_conv_case(rng, s, false);
+    s.groups = 1, s.h = 36, s.w = 36, s.dilation_h = 2, s.dilation_w = 2, s.pad_h = 0, s.pad_w = 0;
+    s.out_h = 32, s.out_w = 32;
+    run_conv_case(rng, s, false);
+
     // Degenerate: a 1x1 kernel at stride 1 is a matmul; a kernel as large as
     // the padded image gives a 1x1 output.
     s = ConvShape{};
