@@ -94,6 +94,7 @@ public:
         for (size_t i = 0; i < steps.size(); ++i) drop_broadcast(i);
         for (size_t i = 0; i < steps.size(); ++i) conv_bias(i);
         for (size_t i = 0; i < steps.size(); ++i) fuse_reductions(i);
+        for (size_t i = 0; i < steps.size(); ++i) merge_fused(i);
         return std::move(out);
     }
 
@@ -101,6 +102,8 @@ private:
     const std::vector<TensorRef> &loads(size_t t) const {
         return out.fused[t] ? out.fused[t]->loads : steps[t].fused->loads;
     }
+    // What step t reads and writes as lowered so far (a conv with a bias
+    // reads the add's loads and writes the add's destination).
     bool reads(size_t t, const ByteRange &r) const {
         const Step &step = steps[t];
         if (step.kind == StepKind::Fused) {
@@ -108,13 +111,19 @@ private:
             return false;
         }
         for (const TensorRef &ref : step.inputs) if (overlaps(byte_range(ref), r)) return true;
+        if (out.bias_step[t] >= 0) {
+            for (const TensorRef &ref : loads(size_t(out.bias_step[t]))) if (overlaps(byte_range(ref), r)) return true;
+        }
         return false;
     }
     template <class F>
     void for_each_write(size_t t, F f) const {
         const Step &step = steps[t];
         if (step.kind == StepKind::Fused) {
-            for (const auto &store : step.fused->stores) f(byte_range(store.second));
+            for (const auto &store : (out.fused[t] ? *out.fused[t] : *step.fused).stores) f(byte_range(store.second));
+            for (const SumSpec &sum : out.sums[t]) f(byte_range(sum.out));
+        } else if (out.bias_step[t] >= 0) {
+            f(byte_range(steps[size_t(out.bias_step[t])].fused->stores[0].second));
         } else {
             f(byte_range(step.output));
         }
@@ -262,6 +271,113 @@ private:
             for (const SumSpec &sum : out.sums[i]) reduced = reduced || sum.reg == f.stores[s].first;
             out.skip_store[i][s] = reduced && dead_after(last, f.stores[s].second);
         }
+    }
+
+    const Fused &fused_at(size_t t) const { return out.fused[t] ? *out.fused[t] : *steps[t].fused; }
+
+    // A fused step whose stores only a later fused step of the same shape
+    // reads (directly, as loads of the same tensors) joins that step: one
+    // pass instead of two, its values handed over in registers. The steps
+    // in between must not touch what it reads or writes.
+    void merge_fused(size_t i) {
+        if (out.skip[i] || steps[i].kind != StepKind::Fused) return;
+        const Fused &f1 = fused_at(i);
+        std::vector<ByteRange> reads1, writes1, sums1;
+        for (const TensorRef &ref : f1.loads) reads1.push_back(byte_range(ref));
+        for (const auto &store : f1.stores) writes1.push_back(byte_range(store.second));
+        for (const SumSpec &sum : out.sums[i]) sums1.push_back(byte_range(sum.out));
+        auto any = [](const std::vector<ByteRange> &ranges, auto &&pred) {
+            for (const ByteRange &r : ranges) if (pred(r)) return true;
+            return false;
+        };
+        for (size_t j = i + 1; j < steps.size(); ++j) {
+            if (out.skip[j]) continue;
+            const bool reads_f1 = any(writes1, [&](const ByteRange &r) { return reads(j, r); }) ||
+                                  any(sums1, [&](const ByteRange &r) { return reads(j, r); });
+            if (!reads_f1) {
+                const auto written = [&](const ByteRange &r) { return writes_into(j, r); };
+                if (any(reads1, written) || any(writes1, written) || any(sums1, written)) return;
+                continue;
+            }
+            if (steps[j].kind != StepKind::Fused || fused_at(j).shape != f1.shape) return;
+            const Fused &f2 = fused_at(j);
+            for (const TensorRef &load : f2.loads) {
+                const ByteRange r = byte_range(load);
+                if (any(sums1, [&](const ByteRange &o) { return overlaps(o, r); })) return;
+                for (const auto &store : f1.stores) {
+                    if (overlaps(byte_range(store.second), r) && !same_tensor(store.second, load)) return;
+                }
+            }
+            // In one pass, every chunk's reads come before its stores, but
+            // the chunks follow one another: a store of the second step may
+            // only land on memory the first step uses element for element
+            // (the planner reuses the memory of values dead after the first).
+            for (const auto &store : f2.stores) {
+                const ByteRange r = byte_range(store.second);
+                if (any(sums1, [&](const ByteRange &o) { return overlaps(o, r); })) return;
+                for (const TensorRef &ref : f1.loads) {
+                    if (overlaps(byte_range(ref), r) && !same_tensor(ref, store.second)) return;
+                }
+                for (const auto &other : f1.stores) {
+                    if (overlaps(byte_range(other.second), r) && !same_tensor(other.second, store.second)) return;
+                }
+            }
+            return merge(i, j);
+        }
+    }
+
+    void merge(size_t i, size_t j) {
+        const Fused &f1 = fused_at(i), &f2 = fused_at(j);
+        auto merged = std::make_shared<Fused>();
+        merged->shape = f1.shape;
+        merged->loads = f1.loads;
+        // f2's loads: an f1 register (by its old number, tagged negative) or a new load.
+        std::vector<int32_t> f2_load(f2.loads.size());
+        for (size_t l = 0; l < f2.loads.size(); ++l) {
+            int32_t from_f1 = -1;
+            for (const auto &store : f1.stores) if (same_tensor(store.second, f2.loads[l])) from_f1 = store.first;
+            if (from_f1 >= 0) {
+                f2_load[l] = -1 - from_f1;
+            } else {
+                f2_load[l] = int32_t(merged->loads.size());
+                merged->loads.push_back(f2.loads[l]);
+            }
+        }
+        const int32_t loads = int32_t(merged->loads.size()), l1 = int32_t(f1.loads.size());
+        const int32_t l2 = int32_t(f2.loads.size()), n1 = int32_t(f1.code.size());
+        auto remap1 = [&](int32_t r) { return r < 0 ? r : r < l1 ? r : loads + (r - l1); };
+        auto remap2 = [&](int32_t r) {
+            if (r < 0) return r;
+            if (r >= l2) return loads + n1 + (r - l2);
+            return f2_load[size_t(r)] >= 0 ? f2_load[size_t(r)] : remap1(-1 - f2_load[size_t(r)]);
+        };
+        for (FusedInstruction ins : f1.code) {
+            ins.a = remap1(ins.a), ins.b = remap1(ins.b), ins.c = remap1(ins.c);
+            merged->code.push_back(ins);
+        }
+        for (FusedInstruction ins : f2.code) {
+            ins.a = remap2(ins.a), ins.b = remap2(ins.b), ins.c = remap2(ins.c);
+            merged->code.push_back(ins);
+        }
+        for (const auto &store : f1.stores) merged->stores.emplace_back(remap1(store.first), store.second);
+        for (const auto &store : f2.stores) merged->stores.emplace_back(remap2(store.first), store.second);
+        std::vector<SumSpec> sums;
+        for (SumSpec sum : out.sums[i]) {
+            sum.reg = remap1(sum.reg);
+            sums.push_back(sum);
+        }
+        for (SumSpec sum : out.sums[j]) {
+            sum.reg = remap2(sum.reg);
+            sums.push_back(sum);
+        }
+        out.skip[i] = true;
+        out.fused[i] = nullptr;
+        out.sums[i].clear();
+        out.skip_store[i].clear();
+        out.fused[j] = merged;
+        out.sums[j] = std::move(sums);
+        out.skip_store[j].assign(merged->stores.size(), false);
+        for (size_t s = 0; s < merged->stores.size(); ++s) out.skip_store[j][s] = dead_after(j, merged->stores[s].second);
     }
 
     const std::vector<Step> &steps;
@@ -490,7 +606,9 @@ void Runner::run_step(size_t index) {
             std::vector<float *> stores;
             for (const TensorRef &ref : fused.loads) loads.push_back(reinterpret_cast<const float *>(address(ref)));
             for (const auto &store : fused.stores) stores.push_back(reinterpret_cast<float *>(address(store.second)));
-            if (lowered.sums[index].empty()) return run_fused(fused, loads, stores, b.run_index);
+            if (lowered.sums[index].empty() && lowered.skip_store[index].empty()) {
+                return run_fused(fused, loads, stores, b.run_index);
+            }
             std::vector<ChannelSum> sums;
             for (const SumSpec &spec : lowered.sums[index]) {
                 sums.push_back(ChannelSum{spec.reg, spec.channels, spec.inner,
