@@ -138,14 +138,26 @@ private:
         for_each_write(t, [&](const ByteRange &w) { all = all || covers(w, r); });
         return all;
     }
-    // Nothing after step `from` reads `ref` before it is overwritten.
+    // Nothing after step `from` reads `ref` before it is overwritten (bytes
+    // that later steps overwrite stop counting one at a time).
     bool dead_after(size_t from, const TensorRef &ref) const {
         if (ref.storage != Storage::Arena) return false;
-        const ByteRange r = byte_range(ref);
-        for (size_t t = from + 1; t < steps.size(); ++t) {
+        std::vector<ByteRange> live{byte_range(ref)};
+        for (size_t t = from + 1; t < steps.size() && !live.empty(); ++t) {
             if (out.skip[t]) continue;
-            if (reads(t, r)) return false;
-            if (overwrites(t, r)) return true;
+            for (const ByteRange &r : live) if (reads(t, r)) return false;
+            for_each_write(t, [&](const ByteRange &w) {
+                std::vector<ByteRange> rest;
+                for (const ByteRange &r : live) {
+                    if (!overlaps(w, r)) {
+                        rest.push_back(r);
+                        continue;
+                    }
+                    if (r.begin < w.begin) rest.push_back({r.storage, r.index, r.begin, w.begin});
+                    if (w.end < r.end) rest.push_back({r.storage, r.index, w.end, r.end});
+                }
+                live = std::move(rest);
+            });
         }
         return true;
     }
