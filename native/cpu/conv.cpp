@@ -9,10 +9,11 @@
 //   flipped, transposed kernel (padding d * (k - 1) - pad); other strides:
 //   dcol = W^T dy through matmul, then col2im.
 // - weight gradient: dW_g (cout_g x K) = sum over images of dy_n (cout_g x P)
-//   * col_n^T (P x K) by dot-product tiles (gemm::dot_tile: both operands
-//   contiguous in P, no packing), the images split into fixed parts (from
-//   the batch size only), each part summed over its images in order, the
-//   parts then added in order.
+//   * col_n^T (P x K), on the GEMM (both operands transposed while packing)
+//   or, for few output channels, by dot-product tiles (gemm::dot_tile: both
+//   operands contiguous in P, no packing); the images split into fixed
+//   parts (from the batch size only), each part summed over its images in
+//   order, the parts then added in order.
 //
 // Determinism: every split depends on the shapes only, and every sum runs
 // in a fixed order, so results do not depend on the thread count.
@@ -154,11 +155,13 @@ void backward_weight_gemm(const ConvShape &s, const Geometry &g, const float *x,
         const size_t a_floats = gemm::packed_a_size(g.cout_g, g.p);
         if (a_buffer.size() < a_floats) a_buffer.resize(a_floats);
         std::vector<Segment> runs;
+        std::vector<float> rows;
         for (size_t item = begin; item < end; ++item) {
             const int64_t part = int64_t(item) / (s.groups * blocks);
             const int64_t group = int64_t(item) / blocks % s.groups, j0 = int64_t(item) % blocks * block;
             float *target = (parts > 1 ? partial.data() + part * weight_size : dweight) + group * g.cout_g * g.k;
             const int64_t first = part * per_part, last = std::min(s.n, first + per_part);
+            rows.resize(size_t(nr * std::min(g.p, gemm::kDepthBlock)));
             for (int64_t image = first; image < last; ++image) {
                 const float *xg = x + (image * s.c_in + group * g.cin_g) * s.h * s.w;
                 gemm::pack_a(dy + (image * s.c_out + group * g.cout_g) * g.p, g.p, 1, g.cout_g, g.p, a_buffer.data());
@@ -167,12 +170,18 @@ void backward_weight_gemm(const ConvShape &s, const Geometry &g, const float *x,
                 gemm::multiply(
                     a_buffer.data(), g.p, 0, g.cout_g, j0, std::min(block, g.k - j0),
                     [&](int64_t p0, int64_t kc, int64_t c0, int64_t cols, float *out) {
-                        // Position p0 + t goes to row t of every panel.
-                        segments(s, p0, p0 + kc, kc, [&](int64_t j) { return (j - p0) * nr; }, runs);
-                        const int64_t panels = (cols + nr - 1) / nr;
-                        if (cols % nr) std::fill(out + (panels - 1) * nr * kc, out + panels * nr * kc, 0.0f);
-                        for (int64_t r = 0; r < cols; ++r) {
-                            im2col_row(s, xg, c0 + r, runs, out + r / nr * nr * kc + r % nr, nr);
+                        // Each panel: its nr rows of col over positions
+                        // [p0, p0 + kc), built contiguous, then transposed.
+                        segments(s, p0, p0 + kc, kc, [&](int64_t j) { return j - p0; }, runs);
+                        for (int64_t q = 0; q < cols; q += nr) {
+                            const int64_t width = std::min(nr, cols - q);
+                            const float *row_at[64];
+                            for (int64_t r = 0; r < width; ++r) {
+                                float *row = rows.data() + r * kc;
+                                im2col_row(s, xg, c0 + q + r, runs, row, 1);
+                                row_at[r] = row;
+                            }
+                            gemm::pack_rows_as_b(row_at, width, kc, out + q * kc);
                         }
                     },
                     target, g.k, image > first);
@@ -460,10 +469,12 @@ void conv2d_backward_weight(const ConvShape &s, const float *x, const float *dy,
         std::fill_n(dweight, weight_size, 0.0f);
         return;
     }
-    // Measured on the reference layers (test_cpu_conv_pool --bench): the
-    // dot tiles win on large images (their per-tile sums are amortised over
-    // many positions), the GEMM's transposing pack on small ones.
-    if (g.p >= 512) return backward_weight_dot(s, g, x, dy, dweight);
+    // Measured on the reference layers (one core): the GEMM, whose packs
+    // transpose 16 x 16 blocks in registers, wins wherever it has two or
+    // more micro-panels of output channels (cifar conv2 90 against 59
+    // GFLOP/s, conv4 105 against 46); the dot tiles win for a single one
+    // (cnn64 conv1: 0.63 against 0.89 ms).
+    if (g.cout_g <= 8) return backward_weight_dot(s, g, x, dy, dweight);
     return backward_weight_gemm(s, g, x, dy, dweight);
 }
 

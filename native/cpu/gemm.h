@@ -9,6 +9,9 @@
 
 namespace fm::cpu::gemm {
 
+// KC: the depth of the op(B) slices that multiply packs at a time.
+constexpr int64_t kDepthBlock = 256;
+
 // The micro-tile of the micro-kernel chosen for this CPU (MR rows x NR columns).
 int64_t tile_rows();
 int64_t tile_cols();
@@ -23,6 +26,11 @@ void pack_a(const float *a, int64_t row_stride, int64_t col_stride, int64_t m, i
 // of panel q goes to out[q * kc * NR + (p - p0) * NR + j - q * NR - j0],
 // zero beyond `cols`.
 using PackB = std::function<void(int64_t p0, int64_t kc, int64_t j0, int64_t cols, float *out)>;
+
+// One NR-column panel of op(B) from `count` (<= NR) columns each stored
+// contiguously in k: panel[p * NR + j] = rows[j][p] for p < kc, zero for
+// j >= count. A transpose, done in registers where the ISA allows.
+void pack_rows_as_b(const float *const *rows, int64_t count, int64_t kc, float *panel);
 
 // C[i0 .. i0 + rows) x [j0 .. j0 + cols) (row stride ldc; i0, j0 relative
 // to C's first element) = (accumulate ? C : 0) + op(A) op(B), op(A) given

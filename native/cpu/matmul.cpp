@@ -39,7 +39,7 @@
 namespace fm::cpu {
 namespace {
 
-constexpr int64_t kDepthBlock = 256;      // KC: a B micro-panel (KC x NR) fits L1
+using gemm::kDepthBlock;                  // KC = 256: a B micro-panel (KC x NR) fits L1
 constexpr int64_t kMaxRowBlock = 256;     // MB: the A rows one task covers
 constexpr int64_t kMaxColumnBlock = 512;  // NB: its packed B slice (KC x NB) fits L2
 constexpr int64_t kMinTasks = 8;          // to share out one product over the threads
@@ -114,6 +114,66 @@ __attribute__((target("avx2,fma"))) void kernel_avx2_6x16(int64_t kc, const floa
     for (int i = 0; i < kRows; ++i) {
         _mm256_storeu_ps(c + i * ldc, lo[i]);
         _mm256_storeu_ps(c + i * ldc + 8, hi[i]);
+    }
+}
+
+// panel[p * 16 + j] = rows[j][p] for j < 16, p < 16: a 16 x 16 transpose
+// in four stages; stage k swaps bit k of the row index with bit k of the
+// lane index (two-source permutes only).
+__attribute__((target("avx512f"))) void transpose16_avx512(const float *const *rows, float *panel,
+                                                          int64_t panel_stride) {
+    __m512 v[16];
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; ++j) v[j] = _mm512_loadu_ps(rows[j]);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+        const int bit = 1 << k;
+        alignas(64) int32_t keep[16], take[16];
+        for (int lane = 0; lane < 16; ++lane) {
+            keep[lane] = (lane & bit) ? 16 + (lane ^ bit) : lane;
+            take[lane] = (lane & bit) ? 16 + lane : lane ^ bit;
+        }
+        const __m512i keep_index = _mm512_load_si512(keep), take_index = _mm512_load_si512(take);
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; ++j) {
+            if (j & bit) continue;
+            const __m512 x = v[j], y = v[j | bit];
+            v[j] = _mm512_permutex2var_ps(x, keep_index, y);
+            v[j | bit] = _mm512_permutex2var_ps(x, take_index, y);
+        }
+    }
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; ++p) _mm512_storeu_ps(panel + p * panel_stride, v[p]);
+}
+
+// Two 8-row micro-panels of A from 16 rows contiguous in k: lanes 0-7 of
+// transposed row p go to first + p * 8, lanes 8-15 to second + p * 8.
+__attribute__((target("avx512f"))) void transpose16_to_panels(const float *const *rows, float *first,
+                                                             float *second) {
+    __m512 v[16];
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; ++j) v[j] = _mm512_loadu_ps(rows[j]);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+        const int bit = 1 << k;
+        alignas(64) int32_t keep[16], take[16];
+        for (int lane = 0; lane < 16; ++lane) {
+            keep[lane] = (lane & bit) ? 16 + (lane ^ bit) : lane;
+            take[lane] = (lane & bit) ? 16 + lane : lane ^ bit;
+        }
+        const __m512i keep_index = _mm512_load_si512(keep), take_index = _mm512_load_si512(take);
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; ++j) {
+            if (j & bit) continue;
+            const __m512 x = v[j], y = v[j | bit];
+            v[j] = _mm512_permutex2var_ps(x, keep_index, y);
+            v[j | bit] = _mm512_permutex2var_ps(x, take_index, y);
+        }
+    }
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; ++p) {
+        _mm512_mask_storeu_ps(first + p * 8, 0x00FF, v[p]);
+        _mm512_mask_storeu_ps(second + p * 8 - 8, 0xFF00, v[p]);
     }
 }
 
@@ -383,6 +443,34 @@ void pack_a_panel(const View &a, int64_t i0, int64_t rows, int64_t k, int64_t mr
 }
 
 // Packs op(B)[p0 .. p0 + kc) x [j0, j0 + cols) into NR-column panels [kc][nr].
+// panel[p * nr + j] = rows[j][p] for j < count (<= nr), p < kc; columns
+// count .. nr are zero. 16 x 16 blocks in registers where AVX-512 is used.
+void transpose_rows(const float *const *rows, int64_t count, int64_t kc, int64_t nr, float *panel) {
+    int64_t j = 0;
+#if FM_X86_KERNELS
+    if (isa().kernel == kernel_avx512_8x32) {
+        for (; j + 16 <= count; j += 16) {
+            const float *block[16];
+            int64_t p = 0;
+            for (; p + 16 <= kc; p += 16) {
+                for (int r = 0; r < 16; ++r) block[r] = rows[j + r] + p;
+                transpose16_avx512(block, panel + p * nr + j, nr);
+            }
+            for (; p < kc; ++p) {
+                for (int r = 0; r < 16; ++r) panel[p * nr + j + r] = rows[j + r][p];
+            }
+        }
+    }
+#endif
+    for (; j < count; ++j) {
+        const float *src = rows[j];
+        for (int64_t p = 0; p < kc; ++p) panel[p * nr + j] = src[p];
+    }
+    if (count < nr) {
+        for (int64_t p = 0; p < kc; ++p) std::fill(panel + p * nr + count, panel + (p + 1) * nr, 0.0f);
+    }
+}
+
 void pack_b(const View &b, int64_t p0, int64_t kc, int64_t j0, int64_t cols, int64_t nr, float *out) {
     for (int64_t jp = 0; jp < cols; jp += nr) {
         const int64_t width = std::min(nr, cols - jp);
@@ -394,7 +482,11 @@ void pack_b(const View &b, int64_t p0, int64_t kc, int64_t j0, int64_t cols, int
                 std::copy(src, src + width, dst);
                 std::fill(dst + width, dst + nr, 0.0f);
             }
-        } else {  // transposed storage: each column of op(B) is contiguous in k
+        } else if (b.row == 1) {  // transposed storage: each column of op(B) is contiguous in k
+            const float *rows[64];
+            for (int64_t j = 0; j < width; ++j) rows[j] = b.data + (j0 + jp + j) * b.col + p0;
+            transpose_rows(rows, width, kc, nr, panel);
+        } else {
             if (width < nr) std::fill(panel, panel + kc * nr, 0.0f);
             for (int64_t j = 0; j < width; ++j) {
                 const float *src = b.data + (j0 + jp + j) * b.col + p0 * b.row;
@@ -431,12 +523,36 @@ void dot_tile(int64_t k, int64_t images, const float *a, int64_t lda, int64_t a_
     isa().dot(k, images, a, lda, a_image, b, ldb, b_image, c, ldc, rows, cols);
 }
 
+void pack_rows_as_b(const float *const *rows, int64_t count, int64_t kc, float *panel) {
+    transpose_rows(rows, count, kc, isa().nr, panel);
+}
+
 size_t packed_a_size(int64_t m, int64_t k) { return size_t(round_up(m, isa().mr) * k); }
 
 void pack_a(const float *a, int64_t row_stride, int64_t col_stride, int64_t m, int64_t k, float *out) {
     const int64_t mr = isa().mr;
     const View view{a, row_stride, col_stride};
-    for (int64_t i0 = 0; i0 < m; i0 += mr) pack_a_panel(view, i0, std::min(mr, m - i0), k, mr, out + i0 * k);
+    int64_t i0 = 0;
+#if FM_X86_KERNELS
+    // Rows contiguous in k, 8-row panels: two panels at a time, transposed
+    // 16 x 16 in registers.
+    if (isa().kernel == kernel_avx512_8x32 && col_stride == 1) {
+        for (; i0 + 16 <= m; i0 += 16) {
+            float *first = out + i0 * k, *second = first + 8 * k;
+            int64_t p = 0;
+            for (; p + 16 <= k; p += 16) {
+                const float *rows[16];
+                for (int r = 0; r < 16; ++r) rows[r] = a + (i0 + r) * row_stride + p;
+                transpose16_to_panels(rows, first + p * 8, second + p * 8);
+            }
+            for (; p < k; ++p) {
+                for (int r = 0; r < 8; ++r) first[p * 8 + r] = a[(i0 + r) * row_stride + p];
+                for (int r = 0; r < 8; ++r) second[p * 8 + r] = a[(i0 + 8 + r) * row_stride + p];
+            }
+        }
+    }
+#endif
+    for (; i0 < m; i0 += mr) pack_a_panel(view, i0, std::min(mr, m - i0), k, mr, out + i0 * k);
 }
 
 void multiply(const float *packed_a, int64_t depth, int64_t i0, int64_t rows, int64_t j0, int64_t cols,

@@ -278,9 +278,10 @@ void test_conv(Rng &rng) {
     s.pad_h = 1, s.pad_w = 1, s.out_h = 128, s.out_w = 128;
     run_conv_case(rng, s, false);
 
-    // Large images take the weight gradient's dot-product path (512 output
-    // positions or more): positions not a multiple of 16, several images per
-    // part of the batch (more than 16 images), groups, stride 2.
+    // Large images, with few output channels per group (the weight
+    // gradient's dot-product path) and more (its GEMM path): positions not a
+    // multiple of 16, several images per part of the batch (more than 16
+    // images), groups, stride 2.
     s = ConvShape{};
     s.n = 19, s.c_in = 6, s.h = 23, s.w = 23, s.c_out = 10, s.kh = 3, s.kw = 3, s.groups = 2;
     s.pad_h = 1, s.pad_w = 1, s.out_h = 23, s.out_w = 23;
