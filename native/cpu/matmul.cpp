@@ -654,14 +654,16 @@ void matmul(const MatmulShape &s, const float *a, const float *b, float *c) {
     thread_local std::vector<float> a_buffer;
     float *packed_a = scratch(a_buffer, size_t(pr.a_batches * m_panels * s.k * k.mr));
     pr.packed_a = packed_a;
-    const int64_t panel_floats = s.k * k.mr;
-    const size_t pack_grain = size_t(std::max<int64_t>(1, (int64_t(1) << 16) / panel_floats));
-    ThreadPool::global().parallel_for(size_t(pr.a_batches * m_panels), pack_grain, [&](size_t begin, size_t end) {
+    // Items of two micro-panels, which gemm::pack_a transposes together.
+    const int64_t panel_floats = s.k * k.mr, pairs = ceil_div(m_panels, 2);
+    const size_t pack_grain = size_t(std::max<int64_t>(1, (int64_t(1) << 16) / (2 * panel_floats)));
+    ThreadPool::global().parallel_for(size_t(pr.a_batches * pairs), pack_grain, [&](size_t begin, size_t end) {
         for (size_t item = begin; item < end; ++item) {
-            const int64_t batch = int64_t(item) / m_panels, panel = int64_t(item) % m_panels;
-            const View view{a + batch * s.a_batch_stride, s.transpose_a ? 1 : s.k, s.transpose_a ? s.m : 1};
-            pack_a_panel(view, panel * k.mr, std::min(k.mr, s.m - panel * k.mr), s.k, k.mr,
-                   packed_a + item * size_t(panel_floats));
+            const int64_t batch = int64_t(item) / pairs, i0 = int64_t(item) % pairs * 2 * k.mr;
+            const float *a_batch = a + batch * s.a_batch_stride;
+            gemm::pack_a(s.transpose_a ? a_batch + i0 : a_batch + i0 * s.k, s.transpose_a ? 1 : s.k,
+                         s.transpose_a ? s.m : 1, std::min(2 * k.mr, s.m - i0), s.k,
+                         packed_a + (batch * m_panels * panel_floats + i0 * s.k));
         }
     });
 
