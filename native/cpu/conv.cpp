@@ -21,6 +21,10 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 #include "error.h"
 #include "gemm.h"
 #include "kernels.h"
@@ -95,6 +99,31 @@ void segments(const ConvShape &s, int64_t begin, int64_t end, int64_t max_run, P
     }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+// out[t] = in[2 t] for t < n, 16 at a time with AVX-512; reads stay below
+// in + 2 n (the caller's row holds them).
+__attribute__((target("avx512f"))) int64_t take_even_avx512(const float *in, int64_t n, float *out) {
+    alignas(64) static const int32_t even[16] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+    const __m512i index = _mm512_load_si512(even);
+    int64_t t = 0;
+    for (; t + 16 <= n; t += 16) {
+        const __m512 lo = _mm512_loadu_ps(in + 2 * t), hi = _mm512_loadu_ps(in + 2 * t + 16);
+        _mm512_storeu_ps(out + t, _mm512_permutex2var_ps(lo, index, hi));
+    }
+    return t;
+}
+#endif
+
+// out[t] = in[2 t] for t < n (stride-2 convolutions).
+void take_even(const float *in, int64_t n, float *out) {
+    int64_t t = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    static const bool wide = std::strcmp(matmul_isa(), "avx512") == 0;
+    if (wide) t = take_even_avx512(in, n, out);
+#endif
+    for (; t < n; ++t) out[t] = in[2 * t];
+}
+
 // For row r = (c * kh + i) * kw + j of the column matrix of the channels
 // `x` of one image and group: writes col[r][positions of each segment] to
 // out + segment.offset + t * step (t = 0 .. length).
@@ -115,6 +144,12 @@ void im2col_row(const ConvShape &s, const float *x, int64_t r, const std::vector
         const float *in = plane + iy * s.w + off_w;
         if (step == 1 && s.stride_w == 1) {
             std::copy(in + lo, in + hi, dst + (lo - run.ox));
+        } else if (step == 1 && s.stride_w == 2 && hi > lo) {
+            // The last tap read, in[2 (hi - 1)], is inside the row; a vector
+            // of 16 outputs reads 32 inputs, so keep one output in reserve.
+            const int64_t n = hi - lo - 1;
+            take_even(in + 2 * lo, n, dst + (lo - run.ox));
+            dst[hi - 1 - run.ox] = in[2 * (hi - 1)];
         } else {
             for (int64_t ox = lo; ox < hi; ++ox) dst[(ox - run.ox) * step] = in[ox * s.stride_w];
         }
