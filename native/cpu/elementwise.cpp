@@ -128,6 +128,27 @@ void binary(float *out, const float *a, const float *b, int64_t n, F f) {
     for (int64_t i = 0; i < n; ++i) out[i] = f(a[i], b[i]);
 }
 
+// The sum of x[0, n) in double: 16 lanes (element j to lane j % 16), then
+// the lanes pairwise (l + 8, + 4, + 2, + 1), then the tail in order. Only
+// additions, so every clone (vector widths differ, lanes do not) gives the
+// same bits; the 16 independent chains keep the adds pipelined.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+double sum_run(const float *x, int64_t n) {
+    double lanes[16] = {};
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        for (int l = 0; l < 16; ++l) lanes[l] += double(x[j + l]);
+    }
+    for (int width = 8; width >= 1; width /= 2) {
+        for (int l = 0; l < width; ++l) lanes[l] += lanes[l + width];
+    }
+    double sum = lanes[0];
+    for (; j < n; ++j) sum += double(x[j]);
+    return sum;
+}
+
 // Compiled for AVX2 too (without FMA, so every ISA rounds the same way),
 // picked by the loader.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
@@ -289,14 +310,7 @@ void run_fused(const Fused &fused, const std::vector<const float *> &loads, cons
                 for (int64_t i = 0; i < n;) {  // runs of one channel
                     const int64_t e = at + i;
                     const int64_t run = std::min(n - i, sum.inner - e % sum.inner);
-                    double lanes[4] = {0, 0, 0, 0};
-                    int64_t j = 0;
-                    for (; j + 4 <= run; j += 4) {
-                        for (int l = 0; l < 4; ++l) lanes[l] += v[i + j + l];
-                    }
-                    double tail = 0;
-                    for (; j < run; ++j) tail += v[i + j];
-                    acc[e / sum.inner % sum.channels] += ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + tail;
+                    acc[e / sum.inner % sum.channels] += sum_run(v + i, run);
                     i += run;
                 }
             }
