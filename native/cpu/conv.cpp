@@ -185,12 +185,29 @@ void backward_weight_gemm(const ConvShape &s, const Geometry &g, const float *x,
     const int64_t nr = gemm::tile_cols();
     const int64_t block = column_block(g.k, parts * s.groups, 2.0 * double(g.cout_g * g.p * per_part));
     const int64_t blocks = (g.k + block - 1) / block;
+    // Stride 1 (the padded image covering every tap): col^T is packed
+    // straight from a zero-bordered copy of the image, no im2col rows.
+    const bool stride1 = s.stride_h == 1 && s.stride_w == 1 &&
+                         s.out_h == s.h + 2 * s.pad_h - s.dilation_h * (s.kh - 1) &&
+                         s.out_w == s.w + 2 * s.pad_w - s.dilation_w * (s.kw - 1);
     ThreadPool::global().parallel_for(size_t(parts * s.groups * blocks), 1, [&](size_t begin, size_t end) {
         thread_local std::vector<float> a_buffer;
         const size_t a_floats = gemm::packed_a_size(g.cout_g, g.p);
         if (a_buffer.size() < a_floats) a_buffer.resize(a_floats);
         std::vector<Segment> runs;
         std::vector<float> rows;
+        thread_local std::vector<float> padded;
+        std::vector<int64_t> offsets, pos;
+        const int64_t hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w;
+        if (stride1) {
+            offsets.resize(size_t(g.k));
+            for (int64_t r = 0; r < g.k; ++r) {
+                const int64_t c = r / (s.kh * s.kw), ki = r / s.kw % s.kh, kj = r % s.kw;
+                offsets[size_t(r)] = c * hp * wp + ki * s.dilation_h * wp + kj * s.dilation_w;
+            }
+            pos.resize(size_t(g.p));
+            for (int64_t p = 0; p < g.p; ++p) pos[size_t(p)] = p / s.out_w * wp + p % s.out_w;
+        }
         for (size_t item = begin; item < end; ++item) {
             const int64_t part = int64_t(item) / (s.groups * blocks);
             const int64_t group = int64_t(item) / blocks % s.groups, j0 = int64_t(item) % blocks * block;
@@ -200,11 +217,31 @@ void backward_weight_gemm(const ConvShape &s, const Geometry &g, const float *x,
             for (int64_t image = first; image < last; ++image) {
                 const float *xg = x + (image * s.c_in + group * g.cin_g) * s.h * s.w;
                 gemm::pack_a(dy + (image * s.c_out + group * g.cout_g) * g.p, g.p, 1, g.cout_g, g.p, a_buffer.data());
+                if (stride1) {
+                    // The group's channels with a zero border: row r of
+                    // col at position p is padded[offsets[r] + pos[p]].
+                    padded.assign(size_t(g.cin_g * hp * wp), 0.0f);
+                    for (int64_t c = 0; c < g.cin_g; ++c) {
+                        for (int64_t iy = 0; iy < s.h; ++iy) {
+                            const float *src = xg + (c * s.h + iy) * s.w;
+                            std::copy(src, src + s.w, padded.data() + (c * hp + iy + s.pad_h) * wp + s.pad_w);
+                        }
+                    }
+                }
                 // op(B) = col^T: the k index is the output position, the
                 // column index the (channel, tap) row of col.
                 gemm::multiply(
                     a_buffer.data(), g.p, 0, g.cout_g, j0, std::min(block, g.k - j0),
                     [&](int64_t p0, int64_t kc, int64_t c0, int64_t cols, float *out) {
+                        if (stride1) {
+                            for (int64_t q = 0; q < cols; q += nr) {
+                                const float *row_at[64];
+                                const int64_t width = std::min(nr, cols - q);
+                                for (int64_t r = 0; r < width; ++r) row_at[r] = padded.data() + offsets[size_t(c0 + q + r)];
+                                gemm::pack_gathered_as_b(row_at, pos.data() + p0, width, kc, out + q * kc);
+                            }
+                            return;
+                        }
                         // Each panel: its nr rows of col over positions
                         // [p0, p0 + kc), built contiguous, then transposed.
                         segments(s, p0, p0 + kc, kc, [&](int64_t j) { return j - p0; }, runs);

@@ -31,6 +31,9 @@ using PackB = std::function<void(int64_t p0, int64_t kc, int64_t j0, int64_t col
 // contiguously in k: panel[p * NR + j] = rows[j][p] for p < kc, zero for
 // j >= count. A transpose, done in registers where the ISA allows.
 void pack_rows_as_b(const float *const *rows, int64_t count, int64_t kc, float *panel);
+// The same with element p of column j at rows[j][pos[p]] (runs of 16
+// consecutive positions are transposed in registers).
+void pack_gathered_as_b(const float *const *rows, const int64_t *pos, int64_t count, int64_t kc, float *panel);
 
 // C[i0 .. i0 + rows) x [j0 .. j0 + cols) (row stride ldc; i0, j0 relative
 // to C's first element) = (accumulate ? C : 0) + op(A) op(B), op(A) given

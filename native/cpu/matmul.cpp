@@ -527,6 +527,32 @@ void pack_rows_as_b(const float *const *rows, int64_t count, int64_t kc, float *
     transpose_rows(rows, count, kc, isa().nr, panel);
 }
 
+void pack_gathered_as_b(const float *const *rows, const int64_t *pos, int64_t count, int64_t kc, float *panel) {
+    const int64_t nr = isa().nr;
+    int64_t p = 0;
+#if FM_X86_KERNELS
+    if (isa().kernel == kernel_avx512_8x32) {
+        for (; p + 16 <= kc; p += 16) {
+            if (pos[p + 15] != pos[p] + 15) break;  // not one run: the general loop below
+            int64_t j = 0;
+            for (; j + 16 <= count; j += 16) {
+                const float *block[16];
+                for (int r = 0; r < 16; ++r) block[r] = rows[j + r] + pos[p];
+                transpose16_avx512(block, panel + p * nr + j, nr);
+            }
+            for (int64_t q = p; q < p + 16; ++q) {
+                for (int64_t jj = j; jj < count; ++jj) panel[q * nr + jj] = rows[jj][pos[q]];
+                std::fill(panel + q * nr + count, panel + (q + 1) * nr, 0.0f);
+            }
+        }
+    }
+#endif
+    for (; p < kc; ++p) {
+        for (int64_t j = 0; j < count; ++j) panel[p * nr + j] = rows[j][pos[p]];
+        std::fill(panel + p * nr + count, panel + (p + 1) * nr, 0.0f);
+    }
+}
+
 size_t packed_a_size(int64_t m, int64_t k) { return size_t(round_up(m, isa().mr) * k); }
 
 void pack_a(const float *a, int64_t row_stride, int64_t col_stride, int64_t m, int64_t k, float *out) {
