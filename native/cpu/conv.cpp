@@ -26,6 +26,7 @@
 #endif
 
 #include "error.h"
+#include "elementwise.h"
 #include "gemm.h"
 #include "kernels.h"
 #include "thread_pool.h"
@@ -359,13 +360,21 @@ void conv2d_forward(const ConvShape &s, const float *x, const float *weight, flo
     conv2d_forward_bias(s, x, weight, nullptr, y);
 }
 
-void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight, const float *bias, float *y) {
+void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight, const float *bias, float *y,
+                         float *channel_sums) {
     const Geometry g = check_and_measure("conv2d_forward", s);
     if (s.n == 0 || s.c_out == 0 || g.p == 0) return;
     if (g.k == 0) {
         for (int64_t image = 0; image < s.n; ++image) {
             for (int64_t o = 0; o < s.c_out; ++o) {
                 std::fill_n(y + (image * s.c_out + o) * g.p, g.p, bias ? 0.0f + bias[o] : 0.0f);
+            }
+        }
+        if (channel_sums) {
+            for (int64_t o = 0; o < s.c_out; ++o) {
+                double sum = 0;
+                for (int64_t image = 0; image < s.n; ++image) sum += sum_run(y + (image * s.c_out + o) * g.p, g.p);
+                channel_sums[o] = float(sum);
             }
         }
         return;
@@ -384,6 +393,8 @@ void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight
     const int64_t block = column_block(g.p, s.n * s.groups, 2.0 * double(g.cout_g * g.k));
     const int64_t blocks = (g.p + block - 1) / block;
     const size_t grain = size_t(std::max<int64_t>(1, int64_t(2e6 / (2.0 * double(g.cout_g * g.k * block)))));
+    // Per task and output channel of its group: the sum of its block.
+    std::vector<double> partial(channel_sums ? size_t(s.n * s.groups * blocks * g.cout_g) : 0);
     ThreadPool::global().parallel_for(size_t(s.n * s.groups * blocks), grain, [&](size_t begin, size_t end) {
         std::vector<Segment> runs;
         for (size_t item = begin; item < end; ++item) {
@@ -445,8 +456,27 @@ void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight
                     for (int64_t j = 0; j < cols; ++j) row[j] += b;
                 }
             }
+            if (channel_sums) {
+                const int64_t cols = std::min(block, g.p - j0);
+                for (int64_t o = 0; o < g.cout_g; ++o) {
+                    partial[item * size_t(g.cout_g) + size_t(o)] =
+                        sum_run(y + (image * s.c_out + group * g.cout_g + o) * g.p + j0, cols);
+                }
+            }
         }
     });
+    if (channel_sums) {  // tasks in order: image, then block
+        for (int64_t o = 0; o < s.c_out; ++o) {
+            const int64_t group = o / g.cout_g, within = o % g.cout_g;
+            double sum = 0;
+            for (int64_t image = 0; image < s.n; ++image) {
+                for (int64_t b = 0; b < blocks; ++b) {
+                    sum += partial[size_t(((image * s.groups + group) * blocks + b) * g.cout_g + within)];
+                }
+            }
+            channel_sums[o] = float(sum);
+        }
+    }
 }
 
 void conv2d_backward_input(const ConvShape &s, const float *dy, const float *weight, float *dx) {

@@ -75,6 +75,7 @@ struct Lowered {
     std::vector<std::vector<SumSpec>> sums;           // per fused step
     std::vector<std::vector<bool>> skip_store;        // per fused step
     std::vector<int64_t> bias_step;                   // per conv step: the step whose bias it adds, or -1
+    std::vector<int64_t> conv_sum_step;               // per conv step: the channel sum it takes over, or -1
 };
 
 class Lowering {
@@ -86,6 +87,7 @@ public:
         out.sums.assign(n, {});
         out.skip_store.assign(n, {});
         out.bias_step.assign(n, -1);
+        out.conv_sum_step.assign(n, -1);
     }
 
     // The plan as it is (`fuse` false), or with the fusions found.
@@ -124,6 +126,7 @@ private:
             for (const SumSpec &sum : out.sums[t]) f(byte_range(sum.out));
         } else if (out.bias_step[t] >= 0) {
             f(byte_range(steps[size_t(out.bias_step[t])].fused->stores[0].second));
+            if (out.conv_sum_step[t] >= 0) f(byte_range(steps[size_t(out.conv_sum_step[t])].output));
         } else {
             f(byte_range(step.output));
         }
@@ -223,6 +226,26 @@ private:
         if (overlaps(byte_range(bias), rz) || !dead_after(i + 1, y)) return;
         out.bias_step[i] = int64_t(i + 1);
         out.skip[i + 1] = true;
+        // A channel sum of the result right after it: taken by the conv
+        // from each output block while it is in cache.
+        for (size_t k = i + 2; k < steps.size(); ++k) {
+            if (out.skip[k]) continue;
+            const Step &r = steps[k];
+            int64_t channels, inner;
+            if (r.kind != StepKind::Kernel || (r.prim != Prim::ReduceSum && r.prim != Prim::ReduceToLike) ||
+                !same_tensor(r.inputs[0], z) || r.output.dtype != FM_DTYPE_F32 ||
+                !channel_reduction(r, &channels, &inner)) {
+                break;
+            }
+            const ByteRange ro = byte_range(r.output);
+            bool clash = overlaps(ro, rz) || overlaps(ro, byte_range(bias));
+            for (const TensorRef &in : conv.inputs) clash = clash || overlaps(byte_range(in), ro);
+            if (!clash) {
+                out.conv_sum_step[i] = int64_t(k);
+                out.skip[k] = true;
+            }
+            break;
+        }
     }
 
     // The channel sum that `reduce` computes of `x`, if it is one.
@@ -637,9 +660,12 @@ void Runner::run_step(size_t index) {
                                      : add.fused->loads;
                 const size_t bias = same_tensor(ls[0], step.output) ? 1 : 0;
                 const TensorRef &z = add.fused->stores[0].second;
+                float *sums = lowered.conv_sum_step[index] >= 0
+                                  ? out(plan.steps[size_t(lowered.conv_sum_step[index])])
+                                  : nullptr;
                 return conv2d_forward_bias(conv_shape(step.attrs, step.inputs[0].shape, step.inputs[1].shape, z.shape),
                                            in(step, 0), in(step, 1), reinterpret_cast<const float *>(address(ls[bias])),
-                                           reinterpret_cast<float *>(address(z)));
+                                           reinterpret_cast<float *>(address(z)), sums);
             }
             return kernel(step);
     }

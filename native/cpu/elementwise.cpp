@@ -128,27 +128,6 @@ void binary(float *out, const float *a, const float *b, int64_t n, F f) {
     for (int64_t i = 0; i < n; ++i) out[i] = f(a[i], b[i]);
 }
 
-// The sum of x[0, n) in double: 16 lanes (element j to lane j % 16), then
-// the lanes pairwise (l + 8, + 4, + 2, + 1), then the tail in order. Only
-// additions, so every clone (vector widths differ, lanes do not) gives the
-// same bits; the 16 independent chains keep the adds pipelined.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-double sum_run(const float *x, int64_t n) {
-    double lanes[16] = {};
-    int64_t j = 0;
-    for (; j + 16 <= n; j += 16) {
-        for (int l = 0; l < 16; ++l) lanes[l] += double(x[j + l]);
-    }
-    for (int width = 8; width >= 1; width /= 2) {
-        for (int l = 0; l < width; ++l) lanes[l] += lanes[l + width];
-    }
-    double sum = lanes[0];
-    for (; j < n; ++j) sum += double(x[j]);
-    return sum;
-}
-
 // Compiled for AVX2 too (without FMA, so every ISA rounds the same way),
 // picked by the loader.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
@@ -227,6 +206,27 @@ void execute(const FusedInstruction &ins, float *out, const float *a, const floa
 }
 
 }  // namespace
+
+// The sum of x[0, n) in double: 16 lanes (element j to lane j % 16), then
+// the lanes pairwise (l + 8, + 4, + 2, + 1), then the tail in order. Only
+// additions, so every clone (vector widths differ, lanes do not) gives the
+// same bits; the 16 independent chains keep the adds pipelined.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+double sum_run(const float *x, int64_t n) {
+    double lanes[16] = {};
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        for (int l = 0; l < 16; ++l) lanes[l] += double(x[j + l]);
+    }
+    for (int width = 8; width >= 1; width /= 2) {
+        for (int l = 0; l < width; ++l) lanes[l] += lanes[l + width];
+    }
+    double sum = lanes[0];
+    for (; j < n; ++j) sum += double(x[j]);
+    return sum;
+}
 
 void run_fused(const Fused &fused, const std::vector<const float *> &loads, const std::vector<float *> &stores,
                uint64_t run_index) {

@@ -12,6 +12,10 @@ namespace fm::cpu {
 void run_fused(const Fused &fused, const std::vector<const float *> &loads, const std::vector<float *> &stores,
                uint64_t run_index);
 
+// The sum of x[0, n) in double, in a fixed order whatever the ISA (16
+// lanes added pairwise, then the tail).
+double sum_run(const float *x, int64_t n);
+
 // A sum over all axes but one, computed during the pass: out[c] = the sum,
 // in double, of register `reg` over the elements e with (e / inner) %
 // channels == c (the channel axis of NCHW, or the columns of a matrix).

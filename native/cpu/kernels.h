@@ -39,8 +39,11 @@ struct ConvShape {
     int64_t out_h = 0, out_w = 0;
 };
 void conv2d_forward(const ConvShape &s, const float *x, const float *weight, float *y);
-// The same, then y[:, o] += bias[o] (bias: [c_out]), while the block is in cache.
-void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight, const float *bias, float *y);
+// The same, then y[:, o] += bias[o] (bias: [c_out]), while the block is in
+// cache; and, if channel_sums is not null, channel_sums[o] = the sum of
+// y[:, o] (in double: per task in a fixed order, tasks added in order).
+void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight, const float *bias, float *y,
+                         float *channel_sums = nullptr);
 // dx = d(loss)/dx given dy; also the forward pass of conv_transpose2d.
 void conv2d_backward_input(const ConvShape &s, const float *dy, const float *weight, float *dx);
 // dweight = d(loss)/dweight given x and dy.

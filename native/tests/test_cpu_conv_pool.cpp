@@ -201,12 +201,22 @@ void run_conv_case(Rng &rng, const ConvShape &s, bool with_fd) {
     // With a bias: the forward pass, then one add per element (same bits).
     const auto bias = rng.floats(size_t(s.c_out));
     Output<float> yb(y_size);
-    fm::cpu::conv2d_forward_bias(s, x.data(), w.data(), bias.data(), yb.data());
+    Output<float> sums(size_t(s.c_out));
+    fm::cpu::conv2d_forward_bias(s, x.data(), w.data(), bias.data(), yb.data(), sums.data());
     std::vector<double> ybr(y_size);
     const int64_t plane = s.out_h * s.out_w;
     for (size_t i = 0; i < y_size; ++i) ybr[i] = double(y[i] + bias[size_t(int64_t(i) / plane % s.c_out)]);
     g_case = "conv2d_forward_bias " + conv_str(s);
     expect_exact(yb, ybr);
+    // Its channel sums, against float64 sums of those outputs.
+    std::vector<double> sums_ref(size_t(s.c_out)), sums_scale(size_t(s.c_out));
+    for (size_t i = 0; i < y_size; ++i) {
+        sums_ref[size_t(int64_t(i) / plane % s.c_out)] += ybr[i];
+        sums_scale[size_t(int64_t(i) / plane % s.c_out)] += std::fabs(ybr[i]);
+    }
+    g_case = "conv2d_forward_bias channel sums " + conv_str(s);
+    expect_close(sums, sums_ref, sums_scale);
+    sums.finish();
     yb.finish();
     if (!with_fd) return;
 
