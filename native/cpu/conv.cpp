@@ -1,16 +1,20 @@
 // 2-D convolution (NCHW) on the packed GEMM of matmul.cpp (gemm.h), with
-// the im2col matrix never materialised: the GEMM's B-packing step builds
-// each KC x NB slice of it straight from the image, so the image stays in
-// cache and the column matrix costs no memory traffic.
+// the im2col matrix never materialised: at stride 1 the GEMM reads a
+// zero-bordered copy of the image in place (row r of col is the padded
+// plane shifted by r's tap: gemm::multiply_indirect); otherwise its
+// B-packing step builds each KC x NB slice of col straight from the image.
+// Either way the image stays in cache and col costs no memory traffic.
 //
 // - forward: y_n[group] (cout_g x P) = W_g (cout_g x K) * col_n (K x P),
-//   one task per (image, group, block of output positions).
+//   one task per (image, group, block of output positions); optionally
+//   + bias and per-channel sums of the result, while the block is in cache.
 // - input gradient, stride 1: a forward convolution of dy with the
 //   flipped, transposed kernel (padding d * (k - 1) - pad); other strides:
 //   dcol = W^T dy through matmul, then col2im.
 // - weight gradient: dW_g (cout_g x K) = sum over images of dy_n (cout_g x P)
-//   * col_n^T (P x K), on the GEMM (both operands transposed while packing)
-//   or, for few output channels, by dot-product tiles (gemm::dot_tile: both
+//   * col_n^T (P x K), on the GEMM (both operands transposed while packing,
+//   col^T straight from the padded image at stride 1) or, for few output
+//   channels, by dot-product tiles (gemm::dot_tile: both
 //   operands contiguous in P, no packing); the images split into fixed
 //   parts (from the batch size only), each part summed over its images in
 //   order, the parts then added in order.
@@ -34,8 +38,8 @@
 namespace fm::cpu {
 namespace {
 
-// The column buffer of one chunk stays below 64 MiB whatever the batch;
-// a single image may exceed it (it cannot be split further).
+// The strided input gradient's column buffer (one chunk of images) stays
+// below 64 MiB whatever the batch; a single image may exceed it.
 constexpr int64_t kMaxColumnFloats = int64_t(16) << 20;
 // Rows of im2col / planes of col2im per task, at least this many elements.
 constexpr int64_t kCopyGrainElements = int64_t(1) << 15;
