@@ -97,6 +97,7 @@ public:
         for (size_t i = 0; i < steps.size(); ++i) conv_bias(i);
         for (size_t i = 0; i < steps.size(); ++i) fuse_reductions(i);
         for (size_t i = 0; i < steps.size(); ++i) merge_fused(i);
+        for (size_t i = 0; i < steps.size(); ++i) step_of_relu(i);
         return std::move(out);
     }
 
@@ -358,6 +359,68 @@ private:
                 }
             }
             return merge(i, j);
+        }
+    }
+
+    // A fused step that stores both y and relu(y): where later fused steps
+    // use y only through step(y) (the ReLU's derivative), they may load
+    // relu(y) instead (step(relu(y)) == step(y) for every y, NaN and -0
+    // included); y's store is then skipped if nothing else reads it.
+    void step_of_relu(size_t i) {
+        if (out.skip[i] || steps[i].kind != StepKind::Fused) return;
+        const Fused &f = fused_at(i);
+        const int32_t loads1 = int32_t(f.loads.size());
+        for (size_t k = 0; k < f.code.size(); ++k) {
+            if (f.code[k].prim != Prim::Relu) continue;
+            const int32_t y_reg = f.code[k].a, r_reg = loads1 + int32_t(k);
+            int y_store = -1, r_store = -1;
+            for (size_t st = 0; st < f.stores.size(); ++st) {
+                if (f.stores[st].first == y_reg) y_store = int(st);
+                if (f.stores[st].first == r_reg) r_store = int(st);
+            }
+            if (y_store < 0 || r_store < 0) continue;
+            const TensorRef y = f.stores[size_t(y_store)].second, r = f.stores[size_t(r_store)].second;
+            if (y.storage != Storage::Arena || y.shape != f.shape || r.shape != f.shape) continue;
+            const ByteRange ry = byte_range(y), rr = byte_range(r);
+            std::vector<std::pair<size_t, size_t>> uses;  // (step, load)
+            bool ok = true, r_clobbered = false;
+            for (size_t t = i + 1; t < steps.size() && ok; ++t) {
+                if (out.skip[t]) continue;
+                if (reads(t, ry)) {
+                    if (r_clobbered || steps[t].kind != StepKind::Fused || fused_at(t).shape != f.shape) {
+                        ok = false;
+                        break;
+                    }
+                    const Fused &g = fused_at(t);
+                    for (size_t l = 0; l < g.loads.size() && ok; ++l) {
+                        if (!overlaps(byte_range(g.loads[l]), ry)) continue;
+                        if (!same_tensor(g.loads[l], y)) ok = false;
+                        for (const FusedInstruction &ins : g.code) {
+                            const bool uses_it = ins.a == int32_t(l) || ins.b == int32_t(l) || ins.c == int32_t(l);
+                            if (uses_it && ins.prim != Prim::Step) ok = false;
+                        }
+                        for (const auto &store : g.stores) if (store.first == int32_t(l)) ok = false;
+                        for (const SumSpec &sum : out.sums[t]) if (sum.reg == int32_t(l)) ok = false;
+                        uses.emplace_back(t, l);
+                    }
+                    // relu(y) must still be there: this step may overwrite
+                    // it only element for element.
+                    for (const auto &store : g.stores) {
+                        if (overlaps(byte_range(store.second), rr) && !same_tensor(store.second, r)) ok = false;
+                    }
+                }
+                if (!ok) break;
+                r_clobbered = r_clobbered || writes_into(t, rr);
+                if (overwrites(t, ry)) break;
+                if (writes_into(t, ry)) ok = false;
+            }
+            if (!ok || uses.empty()) continue;
+            for (const auto &use : uses) {
+                if (!out.fused[use.first]) out.fused[use.first] = std::make_shared<Fused>(*steps[use.first].fused);
+                out.fused[use.first]->loads[use.second] = r;
+            }
+            if (out.skip_store[i].empty()) out.skip_store[i].assign(f.stores.size(), false);
+            out.skip_store[i][size_t(y_store)] = dead_after(i, y);
         }
     }
 
