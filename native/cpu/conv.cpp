@@ -1,29 +1,45 @@
-// 2-D convolution (NCHW) as im2col + the blocked matmul of matmul.cpp.
+// 2-D convolution (NCHW) on the packed GEMM of matmul.cpp (gemm.h), with
+// the im2col matrix never materialised: at stride 1 the GEMM reads a
+// zero-bordered copy of the image in place (row r of col is the padded
+// plane shifted by r's tap: gemm::multiply_indirect); otherwise its
+// B-packing step builds each KC x NB slice of col straight from the image.
+// Either way the image stays in cache and col costs no memory traffic.
 //
-// Images are processed in chunks whose size depends on the shape only (to
-// bound the column buffer). For each chunk, im2col runs in parallel, then
-// one matmul per group covers every image of the chunk through its batch
-// strides: matmul parallelises internally, and ThreadPool::run is not
-// reentrant, so no parallel loop ever surrounds a matmul call.
+// - forward: y_n[group] (cout_g x P) = W_g (cout_g x K) * col_n (K x P),
+//   one task per (image, group, block of output positions); optionally
+//   + bias and per-channel sums of the result, while the block is in cache.
+// - input gradient, stride 1: a forward convolution of dy with the
+//   flipped, transposed kernel (padding d * (k - 1) - pad); other strides:
+//   dcol = W^T dy through matmul, then col2im.
+// - weight gradient: dW_g (cout_g x K) = sum over images of dy_n (cout_g x P)
+//   * col_n^T (P x K), on the GEMM (both operands transposed while packing,
+//   col^T straight from the padded image at stride 1) or, for few output
+//   channels, by dot-product tiles (gemm::dot_tile: both
+//   operands contiguous in P, no packing); the images split into fixed
+//   parts (from the batch size only), each part summed over its images in
+//   order, the parts then added in order.
 //
-// Determinism: im2col and col2im only copy, or sum into each dx plane in
-// one task in a fixed order; matmul sums in a fixed order; the weight
-// gradient is summed over the batch inside matmul's k loop (images in
-// order), and over chunks in chunk order. No split depends on the thread
-// count.
+// Determinism: every split depends on the shapes only, and every sum runs
+// in a fixed order, so results do not depend on the thread count.
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 #include "error.h"
+#include "elementwise.h"
+#include "gemm.h"
 #include "kernels.h"
 #include "thread_pool.h"
 
 namespace fm::cpu {
 namespace {
 
-// The column buffer of one chunk stays below 64 MiB whatever the batch;
-// a single image may exceed it (it cannot be split further).
+// The strided input gradient's column buffer (one chunk of images) stays
+// below 64 MiB whatever the batch; a single image may exceed it.
 constexpr int64_t kMaxColumnFloats = int64_t(16) << 20;
 // Rows of im2col / planes of col2im per task, at least this many elements.
 constexpr int64_t kCopyGrainElements = int64_t(1) << 15;
@@ -68,85 +84,401 @@ void valid_range(int64_t offset, int64_t stride, int64_t size, int64_t out, int6
     hi = std::clamp(hi, lo, out);
 }
 
-// Writes the column rows of input channels [c_begin, c_end) of one image
-// plane set `x` (channels of one group): row r = (c * kh + i) * kw + j at
-// col + r * row_stride, out_h * out_w values each.
-void im2col_rows(const ConvShape &s, const float *x, int64_t c_begin, int64_t c_end, float *col,
-                 int64_t row_stride) {
-    for (int64_t c = c_begin; c < c_end; ++c) {
-        const float *plane = x + c * s.h * s.w;
-        for (int64_t i = 0; i < s.kh; ++i) {
-            const int64_t off_h = i * s.dilation_h - s.pad_h;
-            int64_t y_lo, y_hi;
-            valid_range(off_h, s.stride_h, s.h, s.out_h, y_lo, y_hi);
-            for (int64_t j = 0; j < s.kw; ++j) {
-                const int64_t off_w = j * s.dilation_w - s.pad_w;
-                int64_t x_lo, x_hi;
-                valid_range(off_w, s.stride_w, s.w, s.out_w, x_lo, x_hi);
-                float *row = col + ((c * s.kh + i) * s.kw + j) * row_stride;
-                std::fill(row, row + y_lo * s.out_w, 0.0f);
-                for (int64_t oy = y_lo; oy < y_hi; ++oy) {
-                    const float *in = plane + (oy * s.stride_h + off_h) * s.w + off_w;
-                    float *out = row + oy * s.out_w;
-                    std::fill(out, out + x_lo, 0.0f);
-                    if (s.stride_w == 1) {
-                        std::copy(in + x_lo, in + x_hi, out + x_lo);
-                    } else {
-                        for (int64_t ox = x_lo; ox < x_hi; ++ox) out[ox] = in[ox * s.stride_w];
-                    }
-                    std::fill(out + x_hi, out + s.out_w, 0.0f);
-                }
-                std::fill(row + y_hi * s.out_w, row + s.out_h * s.out_w, 0.0f);
-            }
-        }
+// A run of output positions within one output row: positions
+// [j, j + length) are (oy, ox .. ox + length), written at out + offset.
+struct Segment {
+    int64_t oy, ox, length, offset;
+};
+
+// The runs of output positions [begin, end), the one at position j written
+// at `place(j)` (which must be contiguous within a run).
+template <class Place>
+void segments(const ConvShape &s, int64_t begin, int64_t end, int64_t max_run, Place place,
+              std::vector<Segment> &out) {
+    out.clear();
+    for (int64_t j = begin; j < end;) {
+        const int64_t oy = j / s.out_w, ox = j % s.out_w;
+        const int64_t run = std::min({s.out_w - ox, end - j, max_run - (j - begin) % max_run});
+        out.push_back(Segment{oy, ox, run, place(j)});
+        j += run;
     }
 }
 
-// im2col of images [first, first + count) into `col`: the block of (image
-// i, group g) starts at col + i * image_stride + g * group_stride, rows
-// row_stride apart.
-void im2col(const ConvShape &s, const Geometry &g, const float *x, int64_t first, int64_t count,
-            float *col, int64_t image_stride, int64_t group_stride, int64_t row_stride) {
-    const int64_t channels = count * s.c_in;  // one item = one input channel of one image
-    const int64_t per_channel = std::max<int64_t>(1, s.kh * s.kw * g.p);
-    ThreadPool::global().parallel_for(
-        size_t(channels), size_t(std::max<int64_t>(1, kCopyGrainElements / per_channel)),
-        [&](size_t begin, size_t end) {
-            for (int64_t item = int64_t(begin); item < int64_t(end);) {
-                const int64_t image = item / s.c_in, channel = item % s.c_in;
-                const int64_t group = channel / g.cin_g, c = channel % g.cin_g;
-                // The run of channels of this (image, group) inside [begin, end).
-                const int64_t c_end = std::min(g.cin_g, c + (int64_t(end) - item));
-                const float *xg = x + ((first + image) * s.c_in + group * g.cin_g) * s.h * s.w;
-                im2col_rows(s, xg, c, c_end, col + image * image_stride + group * group_stride,
-                            row_stride);
-                item += c_end - c;
+#if defined(__x86_64__) && defined(__GNUC__)
+// out[t] = in[2 t] for t < n, 16 at a time with AVX-512; reads stay below
+// in + 2 n (the caller's row holds them).
+__attribute__((target("avx512f"))) int64_t take_even_avx512(const float *in, int64_t n, float *out) {
+    alignas(64) static const int32_t even[16] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+    const __m512i index = _mm512_load_si512(even);
+    int64_t t = 0;
+    for (; t + 16 <= n; t += 16) {
+        const __m512 lo = _mm512_loadu_ps(in + 2 * t), hi = _mm512_loadu_ps(in + 2 * t + 16);
+        _mm512_storeu_ps(out + t, _mm512_permutex2var_ps(lo, index, hi));
+    }
+    return t;
+}
+#endif
+
+// out[t] = in[2 t] for t < n (stride-2 convolutions).
+void take_even(const float *in, int64_t n, float *out) {
+    int64_t t = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    static const bool wide = std::strcmp(matmul_isa(), "avx512") == 0;
+    if (wide) t = take_even_avx512(in, n, out);
+#endif
+    for (; t < n; ++t) out[t] = in[2 * t];
+}
+
+// For row r = (c * kh + i) * kw + j of the column matrix of the channels
+// `x` of one image and group: writes col[r][positions of each segment] to
+// out + segment.offset + t * step (t = 0 .. length).
+void im2col_row(const ConvShape &s, const float *x, int64_t r, const std::vector<Segment> &runs, float *out,
+                int64_t step) {
+    const int64_t c = r / (s.kh * s.kw), ki = r / s.kw % s.kh, kj = r % s.kw;
+    const float *plane = x + c * s.h * s.w;
+    const int64_t off_h = ki * s.dilation_h - s.pad_h, off_w = kj * s.dilation_w - s.pad_w;
+    int64_t x_lo, x_hi;
+    valid_range(off_w, s.stride_w, s.w, s.out_w, x_lo, x_hi);
+    for (const Segment &run : runs) {
+        float *dst = out + run.offset;
+        const int64_t iy = run.oy * s.stride_h + off_h;
+        const int64_t end = run.ox + run.length;
+        const int64_t lo = iy < 0 || iy >= s.h ? end : std::clamp(x_lo, run.ox, end);
+        const int64_t hi = std::clamp(x_hi, lo, end);
+        for (int64_t ox = run.ox; ox < lo; ++ox) dst[(ox - run.ox) * step] = 0.0f;
+        const float *in = plane + iy * s.w + off_w;
+        if (step == 1 && s.stride_w == 1) {
+            std::copy(in + lo, in + hi, dst + (lo - run.ox));
+        } else if (step == 1 && s.stride_w == 2 && hi > lo) {
+            // The last tap read, in[2 (hi - 1)], is inside the row; a vector
+            // of 16 outputs reads 32 inputs, so keep one output in reserve.
+            const int64_t n = hi - lo - 1;
+            take_even(in + 2 * lo, n, dst + (lo - run.ox));
+            dst[hi - 1 - run.ox] = in[2 * (hi - 1)];
+        } else {
+            for (int64_t ox = lo; ox < hi; ++ox) dst[(ox - run.ox) * step] = in[ox * s.stride_w];
+        }
+        for (int64_t ox = hi; ox < end; ++ox) dst[(ox - run.ox) * step] = 0.0f;
+    }
+}
+
+// Output positions per task: as many as the cache allows, halved while
+// there are too few tasks to share out and each is still worth one.
+int64_t column_block(int64_t columns, int64_t other_tasks, double flops_per_column) {
+    const int64_t nr = gemm::tile_cols();
+    int64_t block = std::min<int64_t>((columns + nr - 1) / nr * nr, 512);
+    auto tasks = [&] { return other_tasks * ((columns + block - 1) / block); };
+    while (tasks() < 8 && block > nr && flops_per_column * double(block / 2) >= 1e6) {
+        block = (block / 2 + nr - 1) / nr * nr;
+    }
+    return block;
+}
+
+// The images of a weight gradient fall in at most kParts parts of equal
+// size (the batch size alone decides), each summed by its own tasks into
+// its own partial dW; the parts are then added in order.
+constexpr int64_t kParts = 16;
+
+// The weight gradient on the packed GEMM: A = dy_n packed per image, B =
+// col_n^T packed straight from the image (a transposing copy).
+void backward_weight_gemm(const ConvShape &s, const Geometry &g, const float *x, const float *dy, float *dweight) {
+    const int64_t weight_size = s.c_out * g.k;
+    // The images in at most kParts parts of equal size (the batch size alone
+    // decides), each summed by its own tasks into its own partial dW.
+    const int64_t per_part = (s.n + kParts - 1) / kParts, parts = (s.n + per_part - 1) / per_part;
+    std::vector<float> partial(parts > 1 ? size_t(parts * weight_size) : 0);
+    const int64_t nr = gemm::tile_cols();
+    const int64_t block = column_block(g.k, parts * s.groups, 2.0 * double(g.cout_g * g.p * per_part));
+    const int64_t blocks = (g.k + block - 1) / block;
+    // Stride 1 (the padded image covering every tap): col^T is packed
+    // straight from a zero-bordered copy of the image, no im2col rows.
+    const bool stride1 = s.stride_h == 1 && s.stride_w == 1 &&
+                         s.out_h == s.h + 2 * s.pad_h - s.dilation_h * (s.kh - 1) &&
+                         s.out_w == s.w + 2 * s.pad_w - s.dilation_w * (s.kw - 1);
+    ThreadPool::global().parallel_for(size_t(parts * s.groups * blocks), 1, [&](size_t begin, size_t end) {
+        thread_local std::vector<float> a_buffer;
+        const size_t a_floats = gemm::packed_a_size(g.cout_g, g.p);
+        if (a_buffer.size() < a_floats) a_buffer.resize(a_floats);
+        std::vector<Segment> runs;
+        std::vector<float> rows;
+        thread_local std::vector<float> padded;
+        std::vector<int64_t> offsets, pos;
+        const int64_t hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w;
+        if (stride1) {
+            offsets.resize(size_t(g.k));
+            for (int64_t r = 0; r < g.k; ++r) {
+                const int64_t c = r / (s.kh * s.kw), ki = r / s.kw % s.kh, kj = r % s.kw;
+                offsets[size_t(r)] = c * hp * wp + ki * s.dilation_h * wp + kj * s.dilation_w;
+            }
+            pos.resize(size_t(g.p));
+            for (int64_t p = 0; p < g.p; ++p) pos[size_t(p)] = p / s.out_w * wp + p % s.out_w;
+        }
+        for (size_t item = begin; item < end; ++item) {
+            const int64_t part = int64_t(item) / (s.groups * blocks);
+            const int64_t group = int64_t(item) / blocks % s.groups, j0 = int64_t(item) % blocks * block;
+            float *target = (parts > 1 ? partial.data() + part * weight_size : dweight) + group * g.cout_g * g.k;
+            const int64_t first = part * per_part, last = std::min(s.n, first + per_part);
+            rows.resize(size_t(nr * std::min(g.p, gemm::kDepthBlock)));
+            for (int64_t image = first; image < last; ++image) {
+                const float *xg = x + (image * s.c_in + group * g.cin_g) * s.h * s.w;
+                gemm::pack_a(dy + (image * s.c_out + group * g.cout_g) * g.p, g.p, 1, g.cout_g, g.p, a_buffer.data());
+                if (stride1) {
+                    // The group's channels with a zero border: row r of
+                    // col at position p is padded[offsets[r] + pos[p]].
+                    padded.assign(size_t(g.cin_g * hp * wp), 0.0f);
+                    for (int64_t c = 0; c < g.cin_g; ++c) {
+                        for (int64_t iy = 0; iy < s.h; ++iy) {
+                            const float *src = xg + (c * s.h + iy) * s.w;
+                            std::copy(src, src + s.w, padded.data() + (c * hp + iy + s.pad_h) * wp + s.pad_w);
+                        }
+                    }
+                }
+                // op(B) = col^T: the k index is the output position, the
+                // column index the (channel, tap) row of col.
+                gemm::multiply(
+                    a_buffer.data(), g.p, 0, g.cout_g, j0, std::min(block, g.k - j0),
+                    [&](int64_t p0, int64_t kc, int64_t c0, int64_t cols, float *out) {
+                        if (stride1) {
+                            for (int64_t q = 0; q < cols; q += nr) {
+                                const float *row_at[64];
+                                const int64_t width = std::min(nr, cols - q);
+                                for (int64_t r = 0; r < width; ++r) row_at[r] = padded.data() + offsets[size_t(c0 + q + r)];
+                                gemm::pack_gathered_as_b(row_at, pos.data() + p0, width, kc, out + q * kc);
+                            }
+                            return;
+                        }
+                        // Each panel: its nr rows of col over positions
+                        // [p0, p0 + kc), built contiguous, then transposed.
+                        segments(s, p0, p0 + kc, kc, [&](int64_t j) { return j - p0; }, runs);
+                        for (int64_t q = 0; q < cols; q += nr) {
+                            const int64_t width = std::min(nr, cols - q);
+                            const float *row_at[64];
+                            for (int64_t r = 0; r < width; ++r) {
+                                float *row = rows.data() + r * kc;
+                                im2col_row(s, xg, c0 + q + r, runs, row, 1);
+                                row_at[r] = row;
+                            }
+                            gemm::pack_rows_as_b(row_at, width, kc, out + q * kc);
+                        }
+                    },
+                    target, g.k, image > first);
+            }
+        }
+    });
+    if (parts > 1) {
+        ThreadPool::global().parallel_for(size_t(weight_size), 4096, [&](size_t begin, size_t end) {
+            for (size_t i = begin; i < end; ++i) {
+                float sum = partial[i];
+                for (int64_t part = 1; part < parts; ++part) sum += partial[size_t(part * weight_size) + i];
+                dweight[i] = sum;
             }
         });
+    }
+}
+
+// The weight gradient by dot-product tiles.
+void backward_weight_dot(const ConvShape &s, const Geometry &g, const float *x, const float *dy, float *dweight) {
+    const int64_t weight_size = s.c_out * g.k;
+    // dW_g (cout_g x K) = sum over images of dy_n (cout_g x P) * col_n^T:
+    // both operands have rows contiguous in P, so dot-product tiles
+    // (gemm::dot_tile) read them as they are: dy in place (or copied with
+    // its rows zero-padded to a multiple of 16 positions), the column rows
+    // of a block of K built for every image of a part into a buffer. The
+    // images fall in at most kParts parts of equal size (the batch size
+    // alone decides), each summed by its own tasks into its own partial dW.
+    const int64_t per_part = (s.n + kParts - 1) / kParts, parts = (s.n + per_part - 1) / per_part;
+    const int64_t padded = (g.p + gemm::kDotLanes - 1) / gemm::kDotLanes * gemm::kDotLanes;
+    const bool pad_dy = padded != g.p;
+    // Column rows per task: 16, fewer when K is smaller, more while the
+    // buffer of a part stays under 256 KiB and the tasks stay at least 8.
+    const int64_t tile = gemm::kDotTile;
+    int64_t block = std::min<int64_t>((g.k + tile - 1) / tile * tile, 16);
+    while (block * 2 <= g.k && block * 2 * per_part * padded <= (int64_t(1) << 16) &&
+           parts * s.groups * ((g.k + block * 2 - 1) / (block * 2)) >= 8) {
+        block *= 2;
+    }
+    const int64_t blocks = (g.k + block - 1) / block;
+    std::vector<float> partial(parts > 1 ? size_t(parts * weight_size) : 0);
+    ThreadPool::global().parallel_for(size_t(parts * s.groups * blocks), 1, [&](size_t begin, size_t end) {
+        thread_local std::vector<float> buffer;
+        const size_t col_floats = size_t(per_part * block * padded);
+        const size_t dy_floats = pad_dy ? size_t(per_part * g.cout_g * padded) : 0;
+        if (buffer.size() < col_floats + dy_floats) buffer.resize(col_floats + dy_floats);
+        float *col = buffer.data(), *dy_copy = buffer.data() + col_floats;
+        std::vector<Segment> runs;
+        segments(s, 0, g.p, g.p, [](int64_t j) { return j; }, runs);
+        for (size_t item = begin; item < end; ++item) {
+            const int64_t part = int64_t(item) / (s.groups * blocks);
+            const int64_t group = int64_t(item) / blocks % s.groups, r0 = int64_t(item) % blocks * block;
+            const int64_t rows = std::min(block, g.k - r0);
+            const int64_t first = part * per_part, images = std::min(s.n, first + per_part) - first;
+            for (int64_t image = 0; image < images; ++image) {
+                const float *xg = x + ((first + image) * s.c_in + group * g.cin_g) * s.h * s.w;
+                for (int64_t r = 0; r < rows; ++r) {
+                    float *row = col + (image * block + r) * padded;
+                    im2col_row(s, xg, r0 + r, runs, row, 1);
+                    std::fill(row + g.p, row + padded, 0.0f);
+                }
+            }
+            const float *dyg = dy + (first * s.c_out + group * g.cout_g) * g.p;
+            int64_t dy_image = s.c_out * g.p;
+            if (pad_dy) {
+                for (int64_t image = 0; image < images; ++image) {
+                    for (int64_t o = 0; o < g.cout_g; ++o) {
+                        const float *src = dyg + image * dy_image + o * g.p;
+                        float *dst = dy_copy + (image * g.cout_g + o) * padded;
+                        std::copy(src, src + g.p, dst);
+                        std::fill(dst + g.p, dst + padded, 0.0f);
+                    }
+                }
+                dyg = dy_copy;
+                dy_image = g.cout_g * padded;
+            }
+            const int64_t dy_row = pad_dy ? padded : g.p;
+            float *target = (parts > 1 ? partial.data() + part * weight_size : dweight) + group * g.cout_g * g.k;
+            for (int64_t o = 0; o < g.cout_g; o += tile) {
+                for (int64_t r = 0; r < rows; r += tile) {
+                    float *c = target + o * g.k + r0 + r;
+                    const int tile_rows = int(std::min(tile, g.cout_g - o)), tile_cols = int(std::min(tile, rows - r));
+                    for (int i = 0; i < tile_rows; ++i) std::fill(c + i * g.k, c + i * g.k + tile_cols, 0.0f);
+                    gemm::dot_tile(padded, images, dyg + o * dy_row, dy_row, dy_image, col + r * padded, padded,
+                                   block * padded, c, g.k, tile_rows, tile_cols);
+                }
+            }
+        }
+    });
+    if (parts > 1) {
+        ThreadPool::global().parallel_for(size_t(weight_size), 4096, [&](size_t begin, size_t end) {
+            for (size_t i = begin; i < end; ++i) {
+                float sum = partial[i];
+                for (int64_t part = 1; part < parts; ++part) sum += partial[size_t(part * weight_size) + i];
+                dweight[i] = sum;
+            }
+        });
+    }
 }
 
 }  // namespace
 
 void conv2d_forward(const ConvShape &s, const float *x, const float *weight, float *y) {
+    conv2d_forward_bias(s, x, weight, nullptr, y);
+}
+
+void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight, const float *bias, float *y,
+                         float *channel_sums) {
     const Geometry g = check_and_measure("conv2d_forward", s);
     if (s.n == 0 || s.c_out == 0 || g.p == 0) return;
-    // Column layout [image][group][k][p]: each group's block is the B of a
-    // matmul with the image as batch.
-    std::vector<float> col(size_t(g.chunk * s.groups * g.k * g.p));
-    for (int64_t first = 0; first < s.n; first += g.chunk) {
-        const int64_t count = std::min(g.chunk, s.n - first);
-        im2col(s, g, x, first, count, col.data(), s.groups * g.k * g.p, g.k * g.p, g.p);
-        for (int64_t group = 0; group < s.groups; ++group) {
-            MatmulShape m;
-            m.batch = count;
-            m.m = g.cout_g;
-            m.n = g.p;
-            m.k = g.k;
-            m.a_batch_stride = 0;
-            m.b_batch_stride = s.groups * g.k * g.p;
-            m.c_batch_stride = s.c_out * g.p;
-            matmul(m, weight + group * g.cout_g * g.k, col.data() + group * g.k * g.p,
-                   y + (first * s.c_out + group * g.cout_g) * g.p);
+    if (g.k == 0) {
+        for (int64_t image = 0; image < s.n; ++image) {
+            for (int64_t o = 0; o < s.c_out; ++o) {
+                std::fill_n(y + (image * s.c_out + o) * g.p, g.p, bias ? 0.0f + bias[o] : 0.0f);
+            }
+        }
+        if (channel_sums) {
+            for (int64_t o = 0; o < s.c_out; ++o) {
+                double sum = 0;
+                for (int64_t image = 0; image < s.n; ++image) sum += sum_run(y + (image * s.c_out + o) * g.p, g.p);
+                channel_sums[o] = float(sum);
+            }
+        }
+        return;
+    }
+    const int64_t nr = gemm::tile_cols();
+    const size_t group_floats = gemm::packed_a_size(g.cout_g, g.k);
+    std::vector<float> packed(group_floats * size_t(s.groups));
+    for (int64_t group = 0; group < s.groups; ++group) {
+        gemm::pack_a(weight + group * g.cout_g * g.k, g.k, 1, g.cout_g, g.k, packed.data() + group * group_floats);
+    }
+    // Stride 1, rows of output a multiple of half a micro-tile: the GEMM
+    // reads the (padded) image in place instead of packing im2col slices.
+    const bool indirect = s.stride_h == 1 && s.stride_w == 1 && s.out_w % (nr / 2) == 0 && g.p % nr == 0 &&
+                          s.out_h == s.h + 2 * s.pad_h - s.dilation_h * (s.kh - 1) &&
+                          s.out_w == s.w + 2 * s.pad_w - s.dilation_w * (s.kw - 1);
+    const int64_t block = column_block(g.p, s.n * s.groups, 2.0 * double(g.cout_g * g.k));
+    const int64_t blocks = (g.p + block - 1) / block;
+    const size_t grain = size_t(std::max<int64_t>(1, int64_t(2e6 / (2.0 * double(g.cout_g * g.k * block)))));
+    // Per task and output channel of its group: the sum of its block.
+    std::vector<double> partial(channel_sums ? size_t(s.n * s.groups * blocks * g.cout_g) : 0);
+    ThreadPool::global().parallel_for(size_t(s.n * s.groups * blocks), grain, [&](size_t begin, size_t end) {
+        std::vector<Segment> runs;
+        for (size_t item = begin; item < end; ++item) {
+            const int64_t image = int64_t(item) / (s.groups * blocks);
+            const int64_t group = int64_t(item) / blocks % s.groups, j0 = int64_t(item) % blocks * block;
+            const float *xg = x + (image * s.c_in + group * g.cin_g) * s.h * s.w;
+            if (indirect) {
+                // The group's channels with a zero border, then the GEMM
+                // reads B straight from it: row r = (c, i, j) of the column
+                // matrix is the padded plane c shifted by (i, j).
+                const int64_t hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w;
+                thread_local std::vector<float> padded;
+                thread_local std::vector<int64_t> offsets;
+                thread_local std::vector<const float *> bases;
+                padded.assign(size_t(g.cin_g * hp * wp), 0.0f);
+                for (int64_t c = 0; c < g.cin_g; ++c) {
+                    for (int64_t iy = 0; iy < s.h; ++iy) {
+                        const float *src = xg + (c * s.h + iy) * s.w;
+                        std::copy(src, src + s.w, padded.data() + (c * hp + iy + s.pad_h) * wp + s.pad_w);
+                    }
+                }
+                offsets.resize(size_t(g.k));
+                for (int64_t r = 0; r < g.k; ++r) {
+                    const int64_t c = r / (s.kh * s.kw), ki = r / s.kw % s.kh, kj = r % s.kw;
+                    offsets[size_t(r)] = c * hp * wp + ki * s.dilation_h * wp + kj * s.dilation_w;
+                }
+                const int64_t cols = std::min(block, g.p - j0), half = nr / 2;
+                bases.resize(size_t(cols / half));
+                for (int64_t j = 0; j < cols; j += half) {
+                    const int64_t oy = (j0 + j) / s.out_w, ox = (j0 + j) % s.out_w;
+                    bases[size_t(j / half)] = padded.data() + oy * wp + ox;
+                }
+                gemm::multiply_indirect(packed.data() + group * group_floats, g.k, g.cout_g, offsets.data(),
+                                        bases.data(), cols, y + (image * s.c_out + group * g.cout_g) * g.p + j0, g.p);
+            } else {
+            gemm::multiply(
+                packed.data() + group * group_floats, g.k, 0, g.cout_g, j0, std::min(block, g.p - j0),
+                [&](int64_t p0, int64_t kc, int64_t first, int64_t cols, float *out) {
+                    // Column j of the block goes to panel (j - first) / nr,
+                    // slot (j - first) % nr; runs never cross panels.
+                    segments(
+                        s, first, first + cols, nr,
+                        [&](int64_t j) { return (j - first) / nr * nr * kc + (j - first) % nr; }, runs);
+                    if (cols % nr) {
+                        const int64_t last = cols / nr * nr * kc;
+                        for (int64_t r = 0; r < kc; ++r) {
+                            std::fill(out + last + r * nr + cols % nr, out + last + (r + 1) * nr, 0.0f);
+                        }
+                    }
+                    for (int64_t r = 0; r < kc; ++r) im2col_row(s, xg, p0 + r, runs, out + r * nr, 1);
+                },
+                y + (image * s.c_out + group * g.cout_g) * g.p, g.p, false);
+            }
+            if (bias) {
+                const int64_t cols = std::min(block, g.p - j0);
+                for (int64_t o = group * g.cout_g; o < (group + 1) * g.cout_g; ++o) {
+                    float *row = y + (image * s.c_out + o) * g.p + j0;
+                    const float b = bias[o];
+                    for (int64_t j = 0; j < cols; ++j) row[j] += b;
+                }
+            }
+            if (channel_sums) {
+                const int64_t cols = std::min(block, g.p - j0);
+                for (int64_t o = 0; o < g.cout_g; ++o) {
+                    partial[item * size_t(g.cout_g) + size_t(o)] =
+                        sum_run(y + (image * s.c_out + group * g.cout_g + o) * g.p + j0, cols);
+                }
+            }
+        }
+    });
+    if (channel_sums) {  // tasks in order: image, then block
+        for (int64_t o = 0; o < s.c_out; ++o) {
+            const int64_t group = o / g.cout_g, within = o % g.cout_g;
+            double sum = 0;
+            for (int64_t image = 0; image < s.n; ++image) {
+                for (int64_t b = 0; b < blocks; ++b) {
+                    sum += partial[size_t(((image * s.groups + group) * blocks + b) * g.cout_g + within)];
+                }
+            }
+            channel_sums[o] = float(sum);
         }
     }
 }
@@ -157,6 +489,31 @@ void conv2d_backward_input(const ConvShape &s, const float *dy, const float *wei
     if (s.n == 0 || s.c_in == 0 || plane == 0) return;
     if (g.p == 0 || g.cout_g == 0 || s.kh == 0 || s.kw == 0) {
         std::fill_n(dx, s.n * s.c_in * plane, 0.0f);
+        return;
+    }
+    // Stride 1: dx is the forward convolution of dy (padding d * (k - 1) -
+    // pad) with the kernel flipped in space and transposed in channels,
+    // W'[g][c][o][i][j] = W[g][o][c][kh - 1 - i][kw - 1 - j].
+    const int64_t flip_pad_h = s.dilation_h * (s.kh - 1) - s.pad_h, flip_pad_w = s.dilation_w * (s.kw - 1) - s.pad_w;
+    if (s.stride_h == 1 && s.stride_w == 1 && flip_pad_h >= 0 && flip_pad_w >= 0 &&
+        s.out_h == s.h + 2 * s.pad_h - s.dilation_h * (s.kh - 1) &&
+        s.out_w == s.w + 2 * s.pad_w - s.dilation_w * (s.kw - 1)) {
+        std::vector<float> flipped(size_t(s.c_out * g.k));
+        const int64_t taps = s.kh * s.kw;
+        for (int64_t group = 0; group < s.groups; ++group) {
+            for (int64_t o = 0; o < g.cout_g; ++o) {
+                for (int64_t c = 0; c < g.cin_g; ++c) {
+                    const float *src = weight + ((group * g.cout_g + o) * g.cin_g + c) * taps;
+                    float *dst = flipped.data() + ((group * g.cin_g + c) * g.cout_g + o) * taps;
+                    for (int64_t t = 0; t < taps; ++t) dst[t] = src[taps - 1 - t];
+                }
+            }
+        }
+        ConvShape t = s;
+        t.c_in = s.c_out, t.h = s.out_h, t.w = s.out_w;
+        t.c_out = s.c_in, t.pad_h = flip_pad_h, t.pad_w = flip_pad_w;
+        t.out_h = s.h, t.out_w = s.w;
+        conv2d_forward(t, dy, flipped.data(), dx);
         return;
     }
     // dcol = W_g^T dy_g, layout [image][group][k][p] as in the forward pass.
@@ -218,39 +575,13 @@ void conv2d_backward_weight(const ConvShape &s, const float *x, const float *dy,
         std::fill_n(dweight, weight_size, 0.0f);
         return;
     }
-    // Per chunk and group: dW_g (cout_g x k) = dy_g (cout_g x count*p) *
-    // col_g^T, with col_g stored k x count*p, so matmul's k loop runs over
-    // the chunk's images in order. Layouts: col [group][k][count*p], dy
-    // packed [group][cout_g][count*p].
-    const int64_t cols = g.chunk * g.p;
-    std::vector<float> col(size_t(s.groups * g.k * cols));
-    std::vector<float> dy_packed(size_t(s.c_out * cols));
-    std::vector<float> partial(s.n > g.chunk ? size_t(weight_size) : 0);
-    for (int64_t first = 0; first < s.n; first += g.chunk) {
-        const int64_t count = std::min(g.chunk, s.n - first);
-        const int64_t width = count * g.p;  // the last chunk may be narrower
-        im2col(s, g, x, first, count, col.data(), g.p, g.k * width, width);
-        for (int64_t image = 0; image < count; ++image) {
-            for (int64_t o = 0; o < s.c_out; ++o) {
-                const float *src = dy + ((first + image) * s.c_out + o) * g.p;
-                std::copy(src, src + g.p, dy_packed.data() + o * width + image * g.p);
-            }
-        }
-        MatmulShape m;
-        m.batch = s.groups;
-        m.m = g.cout_g;
-        m.n = g.k;
-        m.k = width;
-        m.transpose_b = true;
-        m.a_batch_stride = g.cout_g * width;
-        m.b_batch_stride = g.k * width;
-        m.c_batch_stride = g.cout_g * g.k;
-        float *target = first == 0 ? dweight : partial.data();
-        matmul(m, dy_packed.data(), col.data(), target);
-        if (first != 0) {
-            for (int64_t i = 0; i < weight_size; ++i) dweight[i] += partial[size_t(i)];
-        }
-    }
+    // Measured on the reference layers (one core): the GEMM, whose packs
+    // transpose 16 x 16 blocks in registers, wins wherever it has two or
+    // more micro-panels of output channels (cifar conv2 90 against 59
+    // GFLOP/s, conv4 105 against 46); the dot tiles win for a single one
+    // (cnn64 conv1: 0.63 against 0.89 ms).
+    if (g.cout_g <= 8) return backward_weight_dot(s, g, x, dy, dweight);
+    return backward_weight_gemm(s, g, x, dy, dweight);
 }
 
 }  // namespace fm::cpu

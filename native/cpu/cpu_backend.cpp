@@ -116,7 +116,9 @@ BackendReg make_cpu_reg() {
     reg.iface.transfer.read = cpu_read;
     reg.iface.transfer.copy = cpu_copy;
     reg.iface.transfer.fill = cpu_fill;
+    reg.iface.exec.compile = cpu::compile_plan;
     reg.iface.exec.run = cpu::run_plan;
+    reg.iface.exec.release = cpu::release_plan;
     return reg;
 }
 

@@ -12,4 +12,25 @@ namespace fm::cpu {
 void run_fused(const Fused &fused, const std::vector<const float *> &loads, const std::vector<float *> &stores,
                uint64_t run_index);
 
+// The sum of x[0, n) in double, in a fixed order whatever the ISA (16
+// lanes added pairwise, then the tail).
+double sum_run(const float *x, int64_t n);
+
+// A sum over all axes but one, computed during the pass: out[c] = the sum,
+// in double, of register `reg` over the elements e with (e / inner) %
+// channels == c (the channel axis of NCHW, or the columns of a matrix).
+// The pass's chunks (fixed by the size) each sum their elements in order;
+// the chunks' sums are then added in order, so the result does not depend
+// on the thread count.
+struct ChannelSum {
+    int32_t reg = -1;
+    int64_t channels = 0, inner = 1;
+    float *out = nullptr;
+};
+
+// run_fused, also computing `sums`, and skipping the stores whose
+// `skip_store` entry is true (values no later step reads).
+void run_fused(const Fused &fused, const std::vector<const float *> &loads, const std::vector<float *> &stores,
+               uint64_t run_index, const std::vector<ChannelSum> &sums, const std::vector<bool> &skip_store);
+
 }  // namespace fm::cpu

@@ -22,10 +22,17 @@ using fm::PoolShape;
 // ---- Matrix multiplication ------------------------------------------------
 
 void matmul(const MatmulShape &shape, const float *a, const float *b, float *c);
+// The micro-kernel matmul uses on this CPU: "avx512", "avx2" or "generic".
+const char *matmul_isa();
 
 // ---- Convolution and pooling (NCHW) ---------------------------------------
 
 void conv2d_forward(const ConvShape &s, const float *x, const float *weight, float *y);
+// The same, then y[:, o] += bias[o] (bias: [c_out]), while the block is in
+// cache; and, if channel_sums is not null, channel_sums[o] = the sum of
+// y[:, o] (in double: per task in a fixed order, tasks added in order).
+void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight, const float *bias, float *y,
+                         float *channel_sums = nullptr);
 // dx = d(loss)/dx given dy; also the forward pass of conv_transpose2d.
 void conv2d_backward_input(const ConvShape &s, const float *dy, const float *weight, float *dx);
 // dweight = d(loss)/dweight given x and dy.

@@ -35,9 +35,45 @@ void for_each_plane(const char *what, const PoolShape &s, Body body) {
     });
 }
 
+// The common 2 x 2 window with stride 2 and no padding or dilation: the
+// windows tile the input, so each input element has at most one window.
+bool is_tiling_2x2(const PoolShape &s) {
+    return s.kh == 2 && s.kw == 2 && s.stride_h == 2 && s.stride_w == 2 && s.pad_h == 0 && s.pad_w == 0 &&
+           s.dilation_h == 1 && s.dilation_w == 1 && s.out_h * 2 <= s.h && s.out_w * 2 <= s.w;
+}
+
+// window_argmax's rule (the first maximum in row-major order, the first NaN
+// over any number) for the four taps a b / c d, as a tap index 0..3.
+inline int first_max4(float a, float b, float c, float d) {
+    int at = 0;
+    float best = a;
+    const float taps[3] = {b, c, d};
+    for (int t = 0; t < 3; ++t) {
+        const float v = taps[t];
+        const bool wins = v > best || (v != v && best == best);
+        at = wins ? t + 1 : at;
+        best = wins ? v : best;
+    }
+    return at;
+}
+
 }  // namespace
 
 void max_pool2d_forward(const PoolShape &s, const float *x, float *y) {
+    if (is_tiling_2x2(s)) {
+        for_each_plane("max_pool2d_forward", s, [&](int64_t p) {
+            const float *plane = x + p * s.h * s.w;
+            float *out = y + p * s.out_h * s.out_w;
+            for (int64_t oy = 0; oy < s.out_h; ++oy) {
+                const float *r0 = plane + 2 * oy * s.w, *r1 = r0 + s.w;
+                for (int64_t ox = 0; ox < s.out_w; ++ox) {
+                    const float v[4] = {r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]};
+                    out[oy * s.out_w + ox] = v[first_max4(v[0], v[1], v[2], v[3])];
+                }
+            }
+        });
+        return;
+    }
     for_each_plane("max_pool2d_forward", s, [&](int64_t p) {
         const float *plane = x + p * s.h * s.w;
         float *out = y + p * s.out_h * s.out_w;
@@ -51,6 +87,30 @@ void max_pool2d_forward(const PoolShape &s, const float *x, float *y) {
 }
 
 void max_pool2d_backward(const PoolShape &s, const float *x, const float *dy, float *dx) {
+    if (is_tiling_2x2(s)) {
+        for_each_plane("max_pool2d_backward", s, [&](int64_t p) {
+            const float *plane = x + p * s.h * s.w;
+            const float *grad = dy + p * s.out_h * s.out_w;
+            float *out = dx + p * s.h * s.w;
+            // Rows and columns no window covers (odd sizes) get no gradient.
+            std::fill(out + 2 * s.out_h * s.w, out + s.h * s.w, 0.0f);
+            for (int64_t oy = 0; oy < s.out_h; ++oy) {
+                const float *r0 = plane + 2 * oy * s.w, *r1 = r0 + s.w;
+                float *d0 = out + 2 * oy * s.w, *d1 = d0 + s.w;
+                for (int64_t ox = 0; ox < s.out_w; ++ox) {
+                    const int at = first_max4(r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
+                    const float g = 0.0f + grad[oy * s.out_w + ox];  // as the general path's 0 += g
+                    d0[2 * ox] = at == 0 ? g : 0.0f;
+                    d0[2 * ox + 1] = at == 1 ? g : 0.0f;
+                    d1[2 * ox] = at == 2 ? g : 0.0f;
+                    d1[2 * ox + 1] = at == 3 ? g : 0.0f;
+                }
+                std::fill(d0 + 2 * s.out_w, d0 + s.w, 0.0f);
+                std::fill(d1 + 2 * s.out_w, d1 + s.w, 0.0f);
+            }
+        });
+        return;
+    }
     for_each_plane("max_pool2d_backward", s, [&](int64_t p) {
         const float *plane = x + p * s.h * s.w;
         const float *grad = dy + p * s.out_h * s.out_w;

@@ -4,6 +4,7 @@
 // threads (each task's arithmetic runs in a fixed order).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <functional>
@@ -49,6 +50,11 @@ private:
     size_t finished_ = 0;
     size_t generation_ = 0;
     bool stopping_ = false;
+    // Copies of generation_ and finished_, written under mutex_, read without
+    // it by threads that spin briefly before blocking (a futex wake-up costs
+    // more than many of the kernels of a small model).
+    std::atomic<size_t> published_generation_{0};
+    std::atomic<size_t> published_finished_{0};
     std::exception_ptr error_;
     std::mutex run_mutex_;  // one run at a time
 };

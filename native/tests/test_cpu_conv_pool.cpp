@@ -198,6 +198,26 @@ void run_conv_case(Rng &rng, const ConvShape &s, bool with_fd) {
     g_case = "conv2d_backward_weight " + conv_str(s);
     expect_close(dw, dwr.value, dwr.scale);
     dw.finish();
+    // With a bias: the forward pass, then one add per element (same bits).
+    const auto bias = rng.floats(size_t(s.c_out));
+    Output<float> yb(y_size);
+    Output<float> sums(size_t(s.c_out));
+    fm::cpu::conv2d_forward_bias(s, x.data(), w.data(), bias.data(), yb.data(), sums.data());
+    std::vector<double> ybr(y_size);
+    const int64_t plane = s.out_h * s.out_w;
+    for (size_t i = 0; i < y_size; ++i) ybr[i] = double(y[i] + bias[size_t(int64_t(i) / plane % s.c_out)]);
+    g_case = "conv2d_forward_bias " + conv_str(s);
+    expect_exact(yb, ybr);
+    // Its channel sums, against float64 sums of those outputs.
+    std::vector<double> sums_ref(size_t(s.c_out)), sums_scale(size_t(s.c_out));
+    for (size_t i = 0; i < y_size; ++i) {
+        sums_ref[size_t(int64_t(i) / plane % s.c_out)] += ybr[i];
+        sums_scale[size_t(int64_t(i) / plane % s.c_out)] += std::fabs(ybr[i]);
+    }
+    g_case = "conv2d_forward_bias channel sums " + conv_str(s);
+    expect_close(sums, sums_ref, sums_scale);
+    sums.finish();
+    yb.finish();
     if (!with_fd) return;
 
     // loss = <conv(x, w), dy>, so d loss/dx = conv2d_backward_input(dy) and
@@ -266,6 +286,28 @@ void test_conv(Rng &rng) {
     s = ConvShape{};
     s.n = 8, s.c_in = 16, s.h = 128, s.w = 128, s.c_out = 2, s.kh = 3, s.kw = 3;
     s.pad_h = 1, s.pad_w = 1, s.out_h = 128, s.out_w = 128;
+    run_conv_case(rng, s, false);
+
+    // Large images, with few output channels per group (the weight
+    // gradient's dot-product path) and more (its GEMM path): positions not a
+    // multiple of 16, several images per part of the batch (more than 16
+    // images), groups, stride 2.
+    s = ConvShape{};
+    s.n = 19, s.c_in = 6, s.h = 23, s.w = 23, s.c_out = 10, s.kh = 3, s.kw = 3, s.groups = 2;
+    s.pad_h = 1, s.pad_w = 1, s.out_h = 23, s.out_w = 23;
+    run_conv_case(rng, s, false);
+    s.groups = 1, s.h = 45, s.w = 46, s.stride_h = 2, s.stride_w = 2, s.out_h = 23, s.out_w = 23;
+    run_conv_case(rng, s, false);
+
+    // Stride 1 with rows of 16 or 32 outputs: the forward pass (and the
+    // input gradient) read the padded image in place (gemm::multiply_indirect);
+    // channels that cut micro-tiles, groups, dilation, no padding.
+    s = ConvShape{};
+    s.n = 2, s.c_in = 6, s.h = 16, s.w = 16, s.c_out = 10, s.kh = 3, s.kw = 3, s.groups = 2;
+    s.pad_h = 1, s.pad_w = 1, s.out_h = 16, s.out_w = 16;
+    run_conv_case(rng, s, false);
+    s.groups = 1, s.h = 36, s.w = 36, s.dilation_h = 2, s.dilation_w = 2, s.pad_h = 0, s.pad_w = 0;
+    s.out_h = 32, s.out_w = 32;
     run_conv_case(rng, s, false);
 
     // Degenerate: a 1x1 kernel at stride 1 is a matmul; a kernel as large as
@@ -484,6 +526,11 @@ void test_pool(Rng &rng) {
     s.n = 2, s.c = 3, s.h = 8, s.w = 6, s.kh = 2, s.kw = 2, s.stride_h = 2, s.stride_w = 2;
     s.out_h = 4, s.out_w = 3;
     run_pool_case(rng, s, false, true);
+    run_pool_case(rng, s, true, false);  // 2x2 stride 2 has its own kernel: ties,
+    s.h = 7, s.w = 5, s.out_h = 3, s.out_w = 2;  // and rows / columns no window covers
+    run_pool_case(rng, s, true, false);
+    run_pool_case(rng, s, false, true);
+    s.h = 8, s.w = 6;
     s.kh = 3, s.kw = 3, s.pad_h = 1, s.pad_w = 1, s.out_h = 4, s.out_w = 3;
     run_pool_case(rng, s, true, true);
     s.count_include_pad = false;
@@ -492,27 +539,51 @@ void test_pool(Rng &rng) {
 
 // ---- Benchmark -------------------------------------------------------------------
 
+// Times the three convolution kernels on the reference models' layers.
 int bench_conv() {
+    struct Case {
+        const char *name;
+        int64_t n, c_in, hw, c_out, stride;
+    };
+    const Case cases[] = {
+        {"cnn64 conv1 n32 3x64x64 -> 8 s2", 32, 3, 64, 8, 2},
+        {"cnn64 conv2 n32 8x32x32 -> 16 s2", 32, 8, 32, 16, 2},
+        {"cifar conv2 n128 32x32x32 -> 32", 128, 32, 32, 32, 1},
+        {"cifar conv4 n128 64x16x16 -> 64", 128, 64, 16, 64, 1},
+    };
     Rng rng{7};
-    ConvShape s;
-    s.n = 32, s.c_in = 16, s.h = 32, s.w = 32, s.c_out = 32, s.kh = 3, s.kw = 3;
-    s.pad_h = 1, s.pad_w = 1, s.out_h = 32, s.out_w = 32;
-    const auto x = rng.floats(size_t(s.n * s.c_in * s.h * s.w));
-    const auto w = rng.floats(size_t(s.c_out * s.c_in * s.kh * s.kw));
-    std::vector<float> y(size_t(s.n * s.c_out * s.out_h * s.out_w));
-    fm::cpu::conv2d_forward(s, x.data(), w.data(), y.data());  // warm-up
-    double best = 1e30;
-    for (int rep = 0; rep < 5; ++rep) {
-        const int iterations = 10;
-        const auto start = std::chrono::steady_clock::now();
-        for (int i = 0; i < iterations; ++i) fm::cpu::conv2d_forward(s, x.data(), w.data(), y.data());
-        const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
-        best = std::min(best, elapsed.count() / iterations);
+    std::printf("%zu threads, best of 3, GFLOP/s\n", fm::cpu::ThreadPool::global().threads());
+    for (const Case &cs : cases) {
+        ConvShape s;
+        s.n = cs.n, s.c_in = cs.c_in, s.h = cs.hw, s.w = cs.hw, s.c_out = cs.c_out, s.kh = 3, s.kw = 3;
+        s.stride_h = s.stride_w = cs.stride, s.pad_h = 1, s.pad_w = 1;
+        s.out_h = s.out_w = (cs.hw + 2 - 3) / cs.stride + 1;
+        const auto x = rng.floats(size_t(s.n * s.c_in * s.h * s.w));
+        const auto w = rng.floats(size_t(s.c_out * s.c_in * s.kh * s.kw));
+        const auto dy = rng.floats(size_t(s.n * s.c_out * s.out_h * s.out_w));
+        std::vector<float> y(dy.size()), dx(x.size()), dw(w.size());
+        const double flops = 2.0 * double(s.n * s.c_out * s.out_h * s.out_w * s.c_in * s.kh * s.kw);
+        double rates[3];
+        for (int which = 0; which < 3; ++which) {
+            auto run = [&] {
+                if (which == 0) fm::cpu::conv2d_forward(s, x.data(), w.data(), y.data());
+                if (which == 1) fm::cpu::conv2d_backward_input(s, dy.data(), w.data(), dx.data());
+                if (which == 2) fm::cpu::conv2d_backward_weight(s, x.data(), dy.data(), dw.data());
+            };
+            run();
+            const int iterations = std::max(1, int(1e9 / flops));
+            double best = 1e30;
+            for (int rep = 0; rep < 3; ++rep) {
+                const auto start = std::chrono::steady_clock::now();
+                for (int i = 0; i < iterations; ++i) run();
+                const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+                best = std::min(best, elapsed.count() / iterations);
+            }
+            rates[which] = flops / best / 1e9;
+        }
+        std::printf("%-36s forward %6.1f  input grad %6.1f  weight grad %6.1f\n", cs.name, rates[0], rates[1],
+                    rates[2]);
     }
-    const double flops = 2.0 * double(s.n * s.c_out * s.out_h * s.out_w * s.c_in * s.kh * s.kw);
-    std::printf("conv2d_forward n32 c16 32x32 -> c32 3x3 pad 1: %.2f ms, %.1f GFLOP/s "
-                "(%zu threads, best of 5)\n",
-                best * 1e3, flops / best / 1e9, fm::cpu::ThreadPool::global().threads());
     return 0;
 }
 

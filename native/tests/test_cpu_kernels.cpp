@@ -12,7 +12,9 @@
 //
 // Every output's bits go into a checksum printed as `checksum <hex>`; CTest
 // compares it between runs with 1 and 3 threads, which must be identical.
-// `test_cpu_kernels --bench` instead times one matmul and prints GFLOP/s.
+// `test_cpu_kernels --bench` instead times the reference models' matmuls and
+// prints GFLOP/s. FERROMETAL_CPU_ISA picks the micro-kernel (CTest compares
+// the AVX2 and AVX-512 ones: both must give the same bits).
 #include <chrono>
 #include <cinttypes>
 #include <cmath>
@@ -179,6 +181,14 @@ void test_matmul(Rng &rng) {
     for (int combo = 0; combo < 4; ++combo) {
         check_matmul(rng, 1, 200, 150, 260, combo & 1, combo & 2, false, false, 0);
         check_matmul(rng, 5, 33, 65, 129, combo & 1, combo & 2, combo == 1, combo == 2, 0);
+    }
+    // The packed GEMM's blocks: several depth slices (KC = 256), row blocks
+    // (MB = 256) and column blocks (NB = 512), micro-tile edges in both
+    // directions (8 x 32, 6 x 16, 4 x 16 tiles), a broadcast operand.
+    for (int combo = 0; combo < 4; ++combo) {
+        check_matmul(rng, 1, 301, 547, 530, combo & 1, combo & 2, false, false, 0);
+        check_matmul(rng, 3, 9, 33, 257, combo & 1, combo & 2, combo == 1, combo == 2, 1);
+        check_matmul(rng, 2, 67, 17, 1031, combo & 1, combo & 2, false, true, 0);
     }
     // Empty sizes: k == 0 gives zeros; m, n or batch == 0 writes nothing.
     check_matmul(rng, 2, 3, 4, 0, false, false, false, false, 2);
@@ -685,25 +695,42 @@ void test_pick(Rng &rng) {
 
 // ---- Benchmark -------------------------------------------------------------------
 
+// GFLOP/s of the products the reference models spend their time in.
 int bench_matmul() {
+    struct Case {
+        const char *name;
+        int64_t batch, m, n, k;
+        bool ta, tb;
+    };
+    const Case cases[] = {
+        {"mlp dense 128x784 @ (256x784)^T", 1, 128, 256, 784, false, true},
+        {"mlp dense 128x784 @ 784x256 (no transpose)", 1, 128, 256, 784, false, false},
+        {"mlp dense grad (128x256)^T @ 128x784", 1, 256, 784, 128, true, false},
+        {"square 512", 1, 512, 512, 512, false, false},
+        {"cifar conv64 fwd 64x576 @ 576x256 x128", 128, 64, 256, 576, false, false},
+    };
     Rng rng{7};
-    MatmulShape s;
-    s.m = 128;
-    s.k = 784;
-    s.n = 256;
-    const auto a = rng.floats(size_t(s.m * s.k)), b = rng.floats(size_t(s.k * s.n));
-    std::vector<float> c(static_cast<size_t>(s.m * s.n));
-    fm::cpu::matmul(s, a.data(), b.data(), c.data());  // warm-up
-    double best = 1e30;
-    for (int rep = 0; rep < 5; ++rep) {
-        const int iterations = 40;
-        const auto start = std::chrono::steady_clock::now();
-        for (int i = 0; i < iterations; ++i) fm::cpu::matmul(s, a.data(), b.data(), c.data());
-        const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
-        best = std::min(best, elapsed.count() / iterations);
+    std::printf("matmul micro-kernel: %s, %zu threads\n", fm::cpu::matmul_isa(),
+                fm::cpu::ThreadPool::global().threads());
+    for (const Case &cs : cases) {
+        MatmulShape s;
+        s.batch = cs.batch, s.m = cs.m, s.n = cs.n, s.k = cs.k;
+        s.transpose_a = cs.ta, s.transpose_b = cs.tb;
+        s.a_batch_stride = 0, s.b_batch_stride = cs.k * cs.n, s.c_batch_stride = cs.m * cs.n;
+        const auto a = rng.floats(size_t(s.m * s.k)), b = rng.floats(size_t(s.batch * s.k * s.n));
+        std::vector<float> c(static_cast<size_t>(s.batch * s.m * s.n));
+        fm::cpu::matmul(s, a.data(), b.data(), c.data());  // warm-up
+        const double flops = 2.0 * double(s.batch * s.m * s.n * s.k);
+        const int iterations = std::max(1, int(2e9 / flops));
+        double best = 1e30;
+        for (int rep = 0; rep < 5; ++rep) {
+            const auto start = std::chrono::steady_clock::now();
+            for (int i = 0; i < iterations; ++i) fm::cpu::matmul(s, a.data(), b.data(), c.data());
+            const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+            best = std::min(best, elapsed.count() / iterations);
+        }
+        std::printf("%-42s %7.1f GFLOP/s (best of 5)\n", cs.name, flops / best / 1e9);
     }
-    std::printf("matmul 128x784 @ 784x256: %.1f GFLOP/s (%zu threads, best of 5)\n",
-                2.0 * double(s.m * s.n * s.k) / best / 1e9, fm::cpu::ThreadPool::global().threads());
     return 0;
 }
 
