@@ -25,11 +25,13 @@ namespace {
 constexpr int64_t kChunk = 1024;
 constexpr int64_t kStreamElements = int64_t(1) << 21;  // 8 MiB of floats
 
-// dst[0, n) = src[0, n) with non-temporal stores where the ISA has them;
-// dst is 16-byte aligned (chunks start at multiples of kChunk elements).
+// dst[0, n) = src[0, n) with non-temporal stores where the ISA has them.
+// A task's range starts wherever the thread pool's split puts it, so the
+// elements before the first 16-byte boundary are stored plainly.
 void stream_store(float *dst, const float *src, int64_t n) {
 #if defined(__SSE2__)
     int64_t i = 0;
+    for (; i < n && reinterpret_cast<uintptr_t>(dst + i) % 16 != 0; ++i) dst[i] = src[i];
     for (; i + 4 <= n; i += 4) _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
     for (; i < n; ++i) dst[i] = src[i];
 #else

@@ -63,7 +63,9 @@ fn zero_forged_freed_and_wrong_kind_handles_are_refused() {
         for forged in [
             0xdead_beef_usize,
             buffer ^ (1 << 40),
-            buffer + 1,
+            // Another generation of the same slot. (Not `buffer + 1`: that
+            // is the next slot, which a test running in parallel may hold.)
+            buffer ^ (1 << 33),
             usize::MAX,
         ] {
             expect(

@@ -225,3 +225,21 @@ fn large_embedding_normalisation_and_loss() {
             .collect()
     });
 }
+
+/// Outputs of 8 MiB or more take the CPU's non-temporal store path, whose
+/// task ranges start at arbitrary (unaligned) elements: 10,000 x 257 splits
+/// into tasks of a size that is not a multiple of 4.
+#[test]
+fn huge_elementwise_outputs_are_written_whole() {
+    let (a_shape, b_shape) = ([10_000usize, 257], [257usize]);
+    OpTest::new(
+        "huge relu([10000, 257] + [257])",
+        vec![rand(&a_shape, 11), rand(&b_shape, 12)],
+    )
+    .forward_only()
+    .run(&|g, v| g.relu(g.add(v[0], v[1])?), &|d| {
+        (0..10_000 * 257)
+            .map(|i| (d[0][i] + d[1][i % 257]).max(0.0))
+            .collect()
+    });
+}
