@@ -231,6 +231,12 @@ fn link_cuda(home: &Path) {
         let dir = home.join(lib);
         if dir.is_dir() {
             println!("cargo:rustc-link-search=native={}", dir.display());
+            // cuBLAS is a shared library: this crate's tests and examples
+            // find it where they were linked against it, without
+            // LD_LIBRARY_PATH (a GPU machine's own CUDA comes first there).
+            if cfg!(target_os = "linux") {
+                println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
+            }
         }
     }
     println!("cargo:rustc-link-lib=static=cudart_static");
