@@ -46,52 +46,26 @@ struct Args {
 fn reference(which: Reference) -> ferrometal::Result<(Model, Optimizer, usize, i32, usize)> {
     Ok(match which {
         Reference::Cnn64 => (
-            Model::builder([3, 64, 64])
-                .conv2d_with(8, 3, 2, 1)
-                .relu()
-                .conv2d_with(16, 3, 2, 1)
-                .relu()
-                .conv2d_with(32, 3, 2, 1)
-                .relu()
-                .flatten()
-                .dense(64)
-                .relu()
-                .dense(2)
-                .build()?,
+            ferrometal::nn::reference::cnn64(2)?,
             Optimizer::adam(1e-3),
             32,
             2,
             200,
         ),
         Reference::Mlp => (
-            Model::builder([784])
-                .dense(256)
-                .relu()
-                .dense(128)
-                .relu()
-                .dense(10)
-                .build()?,
+            ferrometal::nn::reference::mlp()?,
             Optimizer::sgd(0.01).momentum(0.9),
             128,
             10,
             500,
         ),
-        Reference::Cifar => {
-            let block = |b: ferrometal::ModelBuilder, units| {
-                b.conv2d_with(units, 3, 1, 1).batch_norm().relu()
-            };
-            let mut b = Model::builder([3, 32, 32]);
-            b = block(block(b, 32), 32).max_pool2d(2);
-            b = block(block(b, 64), 64).max_pool2d(2);
-            b = block(b, 128).max_pool2d(2);
-            (
-                b.flatten().dense(10).build()?,
-                Optimizer::adam(1e-3),
-                128,
-                10,
-                8,
-            )
-        }
+        Reference::Cifar => (
+            ferrometal::nn::reference::cifar()?,
+            Optimizer::adam(1e-3),
+            128,
+            10,
+            8,
+        ),
     })
 }
 

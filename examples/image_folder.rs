@@ -12,7 +12,7 @@ use std::sync::Arc;
 use clap::Parser;
 use ferrometal::data::{train_validation_split, Augment, DataLoader, ImageFolder};
 use ferrometal::train::Fit;
-use ferrometal::{Device, Loss, Model, Optimizer, Trainer};
+use ferrometal::{Device, Loss, Optimizer, Trainer};
 
 #[derive(Parser, Debug)]
 #[command(about = "Train cnn64 on an image folder (one sub-folder per class)")]
@@ -69,18 +69,7 @@ fn main() -> anyhow::Result<()> {
         .prefetch(4)
         .augment(augment);
     let valid = DataLoader::new(Arc::new(valid), &device, 256)?.workers(args.workers);
-    let model = Model::builder([3, 64, 64])
-        .conv2d_with(8, 3, 2, 1)
-        .relu()
-        .conv2d_with(16, 3, 2, 1)
-        .relu()
-        .conv2d_with(32, 3, 2, 1)
-        .relu()
-        .flatten()
-        .dense(64)
-        .relu()
-        .dense(classes.len() as i64)
-        .build()?;
+    let model = ferrometal::nn::reference::cnn64(classes.len() as i64)?;
     let loss = Loss::CrossEntropy {
         label_smoothing: 0.0,
     };

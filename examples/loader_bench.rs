@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ferrometal::data::{DataLoader, Dataset, ImageFolder};
-use ferrometal::{Device, Loss, Model, Optimizer, Tensor, Trainer};
+use ferrometal::{Device, Loss, Optimizer, Tensor, Trainer};
 
 fn main() -> anyhow::Result<()> {
     let folder = std::env::args()
@@ -41,18 +41,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     let images: Arc<dyn Dataset> = Arc::new(ImageFolder::builder(&folder).cache_bytes(0).open()?);
-    let model = Model::builder([3, 64, 64])
-        .conv2d_with(8, 3, 2, 1)
-        .relu()
-        .conv2d_with(16, 3, 2, 1)
-        .relu()
-        .conv2d_with(32, 3, 2, 1)
-        .relu()
-        .flatten()
-        .dense(64)
-        .relu()
-        .dense(2)
-        .build()?;
+    let model = ferrometal::nn::reference::cnn64(2)?;
     let loss = Loss::CrossEntropy {
         label_smoothing: 0.0,
     };

@@ -4,6 +4,7 @@
 //! moments) agree within a tolerance that covers FP32 summation order.
 //! Without a GPU each case prints a skip and checks nothing.
 
+use ferrometal::nn::reference;
 use ferrometal::{Device, Loss, Model, Optimizer, Tensor, Trainer};
 
 #[path = "common/mod.rs"]
@@ -13,43 +14,6 @@ const STEPS: usize = 4;
 /// |gpu - cpu| <= TOLERANCE * max(1, |cpu|): GEMMs and reductions sum in
 /// another order on the GPU, and Adam divides by small moments early on.
 const TOLERANCE: f32 = 2e-3;
-
-fn cnn64() -> Model {
-    Model::builder([3, 64, 64])
-        .conv2d_with(8, 3, 2, 1)
-        .relu()
-        .conv2d_with(16, 3, 2, 1)
-        .relu()
-        .conv2d_with(32, 3, 2, 1)
-        .relu()
-        .flatten()
-        .dense(64)
-        .relu()
-        .dense(2)
-        .build()
-        .unwrap()
-}
-
-fn mlp() -> Model {
-    Model::builder([784])
-        .dense(256)
-        .relu()
-        .dense(128)
-        .relu()
-        .dense(10)
-        .build()
-        .unwrap()
-}
-
-fn cifar() -> Model {
-    let block =
-        |b: ferrometal::ModelBuilder, units| b.conv2d_with(units, 3, 1, 1).batch_norm().relu();
-    let mut b = Model::builder([3, 32, 32]);
-    b = block(block(b, 32), 32).max_pool2d(2);
-    b = block(block(b, 64), 64).max_pool2d(2);
-    b = block(b, 128).max_pool2d(2);
-    b.flatten().dense(10).build().unwrap()
-}
 
 /// Deterministic inputs in [-1, 1) and labels, the same on every device.
 fn batch(
@@ -158,14 +122,21 @@ fn compare(
 
 #[test]
 fn cnn64_trains_alike_on_every_device() {
-    compare("cnn64", cnn64(), Optimizer::adam(1e-3), &[3, 64, 64], 8, 2);
+    compare(
+        "cnn64",
+        reference::cnn64(2).unwrap(),
+        Optimizer::adam(1e-3),
+        &[3, 64, 64],
+        8,
+        2,
+    );
 }
 
 #[test]
 fn mlp_trains_alike_on_every_device() {
     compare(
         "mlp",
-        mlp(),
+        reference::mlp().unwrap(),
         Optimizer::sgd(0.01).momentum(0.9),
         &[784],
         32,
@@ -175,5 +146,12 @@ fn mlp_trains_alike_on_every_device() {
 
 #[test]
 fn cifar_trains_alike_on_every_device() {
-    compare("cifar", cifar(), Optimizer::adam(1e-3), &[3, 32, 32], 8, 10);
+    compare(
+        "cifar",
+        reference::cifar().unwrap(),
+        Optimizer::adam(1e-3),
+        &[3, 32, 32],
+        8,
+        10,
+    );
 }

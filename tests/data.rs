@@ -9,7 +9,7 @@ use ferrometal::data::{
     Dataset, HostBatch, ImageFolder, InMemory, Rng, Target, Targets,
 };
 use ferrometal::train::Fit;
-use ferrometal::{Device, Error, Loss, Model, Optimizer, Trainer};
+use ferrometal::{Device, Error, Loss, Optimizer, Trainer};
 
 fn shipped() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits64")
@@ -449,19 +449,7 @@ fn cnn64_trains_to_high_accuracy_on_the_shipped_folder() {
     let valid = DataLoader::new(Arc::new(valid), &device, 256)
         .unwrap()
         .workers(1);
-    let model = Model::builder([3, 64, 64])
-        .conv2d_with(8, 3, 2, 1)
-        .relu()
-        .conv2d_with(16, 3, 2, 1)
-        .relu()
-        .conv2d_with(32, 3, 2, 1)
-        .relu()
-        .flatten()
-        .dense(64)
-        .relu()
-        .dense(2)
-        .build()
-        .unwrap();
+    let model = ferrometal::nn::reference::cnn64(2).unwrap();
     let loss = Loss::CrossEntropy {
         label_smoothing: 0.0,
     };

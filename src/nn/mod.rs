@@ -3,5 +3,7 @@
 mod layer;
 mod model;
 
+pub mod reference;
+
 pub use layer::{Layer, LayerKind, WeightInit};
 pub use model::{Model, ModelBuilder};
