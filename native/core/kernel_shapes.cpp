@@ -6,13 +6,6 @@ namespace fm {
 
 namespace {
 
-// `shape` with leading 1s up to `rank`.
-Shape padded(const Shape &shape, size_t rank) {
-    Shape out(rank - shape.size(), 1);
-    out.insert(out.end(), shape.begin(), shape.end());
-    return out;
-}
-
 ConvShape make_conv(const fm_op_attrs &a, const Shape &x, const Shape &w, const Shape &y) {
     ConvShape s;
     s.n = x[0], s.c_in = x[1], s.h = x[2], s.w = x[3];
@@ -38,6 +31,21 @@ PoolShape make_pool(const fm_op_attrs &a, const Shape &x, const Shape &y) {
 }
 
 }  // namespace
+
+Shape padded(const Shape &shape, size_t rank) {
+    Shape out(rank - shape.size(), 1);
+    out.insert(out.end(), shape.begin(), shape.end());
+    return out;
+}
+
+uint32_t reduce_to_like_mask(const Shape &x, const Shape &like_shape) {
+    Shape like = padded(like_shape, x.size());
+    uint32_t mask = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+        if (like[i] == 1 && x[i] != 1) mask |= 1u << i;
+    }
+    return mask;
+}
 
 MatmulPlan matmul_plan(const Step &step) {
     const fm_op_attrs &a = step.attrs;

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "ferrometal.h"
+#include "shape.h"
 
 #if defined(__CUDACC__)
 #define FM_HOST_DEVICE __host__ __device__
@@ -65,6 +66,13 @@ struct PoolShape {
 };
 // Of a MaxPool2d(Backward) or AvgPool2d(Backward) step.
 PoolShape pool_shape(const Step &step);
+
+// `shape` with leading 1s up to `rank` (numpy broadcasting's alignment).
+Shape padded(const Shape &shape, size_t rank);
+
+// The axes a ReduceToLike of `x` sums over to become `like` (broadcasting
+// undone), as a mask (bit i = axis i); 0 when nothing is reduced.
+uint32_t reduce_to_like_mask(const Shape &x, const Shape &like);
 
 // [outer, middle, inner] around `axis` of `shape`.
 void axis_split(const int64_t *shape, size_t rank, int axis, int64_t *outer, int64_t *middle, int64_t *inner);

@@ -257,11 +257,8 @@ private:
         if (reduce.prim == Prim::ReduceSum) {
             mask = axes_mask(reduce.attrs, x.size());
         } else if (reduce.prim == Prim::ReduceToLike) {
-            const Shape &like = reduce.inputs[1].shape;
-            if (like.size() > x.size()) return false;
-            Shape padded_like(x.size() - like.size(), 1);
-            padded_like.insert(padded_like.end(), like.begin(), like.end());
-            for (size_t d = 0; d < x.size(); ++d) if (padded_like[d] == 1 && x[d] != 1) mask |= 1u << d;
+            if (reduce.inputs[1].shape.size() > x.size()) return false;
+            mask = reduce_to_like_mask(x, reduce.inputs[1].shape);
         } else {
             return false;
         }
@@ -528,13 +525,6 @@ void matmul_step(const Step &s, const float *A, const float *B, float *Y) {
     }
 }
 
-// x's shape with leading 1s up to `rank`.
-Shape padded(const Shape &shape, size_t rank) {
-    Shape out(rank - shape.size(), 1);
-    out.insert(out.end(), shape.begin(), shape.end());
-    return out;
-}
-
 void Runner::kernel(const Step &s) {
     const fm_op_attrs &a = s.attrs;
     const Shape &ys = s.output.shape;
@@ -563,9 +553,7 @@ void Runner::kernel(const Step &s) {
                           reinterpret_cast<int32_t *>(address(s.output)));
         case Prim::ReduceToLike: {
             const Shape &x = shape(0);
-            Shape like = padded(shape(1), x.size());
-            uint32_t mask = 0;
-            for (size_t i = 0; i < x.size(); ++i) if (like[i] == 1 && x[i] != 1) mask |= 1u << i;
+            const uint32_t mask = reduce_to_like_mask(x, shape(1));
             if (mask == 0) {
                 std::memcpy(out(s), in(s, 0), size_t(element_count(x)) * sizeof(float));
                 return;

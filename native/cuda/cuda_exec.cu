@@ -89,12 +89,6 @@ bool checks_indices(Prim prim) {
 
 size_t byte_size(const TensorRef &ref) { return size_t(element_count(ref.shape)) * dtype_size(ref.dtype, "dtype"); }
 
-Shape padded(const Shape &shape, size_t rank) {
-    Shape out(rank - shape.size(), 1);
-    out.insert(out.end(), shape.begin(), shape.end());
-    return out;
-}
-
 std::vector<int64_t> dense_strides(const Shape &shape) {
     std::vector<int64_t> strides(shape.size());
     int64_t stride = 1;
@@ -103,16 +97,6 @@ std::vector<int64_t> dense_strides(const Shape &shape) {
         stride *= shape[d];
     }
     return strides;
-}
-
-// Mask of the axes that `x` sums over to become `like` (broadcasting undone).
-uint32_t reduce_to_like_mask(const Shape &x, const Shape &like_shape) {
-    Shape like = padded(like_shape, x.size());
-    uint32_t mask = 0;
-    for (size_t i = 0; i < x.size(); ++i) {
-        if (like[i] == 1 && x[i] != 1) mask |= 1u << i;
-    }
-    return mask;
 }
 
 __global__ void set_u64_kernel(uint64_t *dst, uint64_t value) { *dst = value; }
