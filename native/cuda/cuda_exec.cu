@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <set>
 
 #include "cuda_check.h"
 #include "cuda_context.h"
@@ -144,6 +145,9 @@ struct PlanState {
     std::vector<Batch> batches;
     std::vector<int> batch_of;
 
+    // Every variable and constant the plan reads or writes, once each.
+    std::vector<TensorRef> bound_refs;
+
     bool use_graph = true;
     cudaStream_t capture = nullptr;   // private: nothing else can be captured by accident
     cudaStream_t feeder = nullptr;    // copies feeds into a slot set
@@ -203,19 +207,12 @@ public:
     // The addresses that programs and graphs bake in.
     // Only what the plan references: adding nodes to the graph (which
     // grows the bindings) must not force a rebuild.
+    // The variables and constants referenced are listed once, at compile
+    // (PlanState::bound_refs), so a run does not walk the plan for them.
     std::vector<const void *> bound() const {
         std::vector<const void *> key{b_.arena, b_.scalars};
-        auto note = [&](const TensorRef &ref) {
-            if (ref.storage == Storage::Variable || ref.storage == Storage::Constant) key.push_back(address(ref));
-        };
-        for (const Step &step : plan_.steps) {
-            for (const TensorRef &ref : step.inputs) note(ref);
-            note(step.output);
-            if (step.fused) {
-                for (const TensorRef &ref : step.fused->loads) note(ref);
-                for (const auto &store : step.fused->stores) note(store.second);
-            }
-        }
+        key.reserve(2 + st_.bound_refs.size());
+        for (const TensorRef &ref : st_.bound_refs) key.push_back(address(ref));
         return key;
     }
 
@@ -539,6 +536,19 @@ void *exec_compile(void *device_ctx, const Plan &plan) {
             }
         }
         raw->dropout = plan.uses_dropout;
+        std::set<std::pair<int, uint32_t>> seen;
+        auto note_bound = [&](const TensorRef &ref) {
+            if (ref.storage != Storage::Variable && ref.storage != Storage::Constant) return;
+            if (seen.emplace(int(ref.storage), ref.index).second) raw->bound_refs.push_back(ref);
+        };
+        for (const Step &step : plan.steps) {
+            for (const TensorRef &ref : step.inputs) note_bound(ref);
+            note_bound(step.output);
+            if (step.fused) {
+                for (const TensorRef &ref : step.fused->loads) note_bound(ref);
+                for (const auto &store : step.fused->stores) note_bound(store.second);
+            }
+        }
         // Feed slots: every reference to a feed, views included, spans its bytes.
         auto note_feed = [&](const TensorRef &ref) {
             if (ref.storage != Storage::Feed) return;
