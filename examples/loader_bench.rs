@@ -2,7 +2,7 @@
 //! (cache off) with 1 and 2 workers, and cnn64 step time fed by the loader
 //! against the same batches resident on the device.
 //!
-//!     cargo run --release --example loader_bench -- data/digits64
+//!     cargo run --release --example loader_bench -- data/digits64 [cpu|cuda|metal]
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,7 +14,13 @@ fn main() -> anyhow::Result<()> {
     let folder = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "data/digits64".into());
-    let device = Device::cpu()?;
+    let device = match std::env::args().nth(2).as_deref() {
+        None | Some("cpu") => Device::cpu()?,
+        Some("cuda") => Device::cuda(0)?,
+        Some("metal") => Device::metal(0)?,
+        Some(other) => anyhow::bail!("loader_bench: unknown device {other:?} (cpu, cuda or metal)"),
+    };
+    println!("device: {}", device.info()?.name);
     // 64x64 PNGs resized to 56x56 so every image is decoded *and* resized.
     let images: Arc<dyn Dataset> = Arc::new(
         ImageFolder::builder(&folder)

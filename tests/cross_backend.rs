@@ -149,7 +149,12 @@ fn cifar_trains_alike_on_every_device() {
     compare(
         "cifar",
         reference::cifar().unwrap(),
-        Optimizer::adam(1e-3),
+        // Not Adam: every conv bias here feeds a BatchNorm, which subtracts
+        // the batch mean, so its true gradient is zero and what is computed
+        // is rounding noise of either sign. Adam scales that noise up to
+        // +-lr per step, so the biases would walk apart for no fault of the
+        // kernels (seen on the H100: -0.0028 against 0.0030 after 4 steps).
+        Optimizer::sgd(0.01).momentum(0.9),
         &[3, 32, 32],
         8,
         10,
