@@ -1,6 +1,8 @@
 #include "plan.h"
+#include "step_fusion.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 
@@ -583,28 +585,58 @@ void instruction_params(const Node &node, float *p0, float *p1) {
     }
 }
 
-void print_plan(const Plan &plan, std::FILE *out) {
-    std::fprintf(out, "plan: %zu steps, arena %zu bytes (%zu unshared)\n", plan.steps.size(), plan.arena_bytes,
-                 plan.unshared_bytes);
+namespace {
+
+void print_steps(const Plan &plan, const StepFusion *fusion, std::FILE *out) {
+    std::fprintf(out, "plan: %zu steps, arena %zu bytes (%zu unshared)%s\n", plan.steps.size(), plan.arena_bytes,
+                 plan.unshared_bytes, fusion ? ", after the backend's step fusions" : "");
     for (size_t i = 0; i < plan.steps.size(); ++i) {
         const Step &step = plan.steps[i];
+        if (fusion && fusion->skip[i]) {
+            std::fprintf(out, "%4zu %-12s (fused into another step)\n", i, step.origin);
+            continue;
+        }
         std::string text;
         if (step.kind == StepKind::Fused) {
-            text = "fused " + to_string(step.fused->shape) + " [";
-            for (size_t k = 0; k < step.fused->code.size(); ++k) {
-                text += (k ? " " : "") + std::string(prim_name(step.fused->code[k].prim));
+            const Fused &fused = fusion && fusion->fused[i] ? *fusion->fused[i] : *step.fused;
+            text = "fused " + to_string(fused.shape) + " [";
+            for (size_t k = 0; k < fused.code.size(); ++k) {
+                text += (k ? " " : "") + std::string(prim_name(fused.code[k].prim));
             }
             text += "] loads";
-            for (const TensorRef &ref : step.fused->loads) text += " " + describe(ref);
+            for (const TensorRef &ref : fused.loads) text += " " + describe(ref);
             text += " stores";
-            for (const auto &store : step.fused->stores) text += " " + describe(store.second);
+            for (size_t k = 0; k < fused.stores.size(); ++k) {
+                const bool skipped = fusion && !fusion->skip_store[i].empty() && fusion->skip_store[i][k];
+                text += " " + describe(fused.stores[k].second) + (skipped ? "(skipped)" : "");
+            }
+            if (fusion) {
+                for (const ChannelSumSpec &sum : fusion->sums[i]) text += " channel-sums " + describe(sum.out);
+            }
         } else {
             text = std::string(step.kind == StepKind::Copy ? "copy" : prim_name(step.prim));
             for (const TensorRef &ref : step.inputs) text += " " + describe(ref);
             text += " -> " + describe(step.output);
+            if (fusion && fusion->bias_step[i] >= 0) text += " + bias of step " + std::to_string(fusion->bias_step[i]);
+            if (fusion && fusion->conv_sum_step[i] >= 0) {
+                text += " + channel sums of step " + std::to_string(fusion->conv_sum_step[i]);
+            }
         }
         std::fprintf(out, "%4zu %-12s %s\n", i, step.origin, text.c_str());
     }
+}
+
+}  // namespace
+
+void print_plan(const Plan &plan, std::FILE *out) { print_steps(plan, nullptr, out); }
+
+void print_fused_plan(const Plan &plan, const StepFusion &fusion, std::FILE *out) {
+    print_steps(plan, &fusion, out);
+}
+
+void print_fused_plan_if_asked(const Plan &plan, const StepFusion &fusion) {
+    const char *print = std::getenv("FERROMETAL_PRINT_PLANS");
+    if (print && *print && *print != '0') print_fused_plan(plan, fusion, stderr);
 }
 
 }  // namespace fm

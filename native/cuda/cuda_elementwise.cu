@@ -8,6 +8,11 @@
 // load happens just before its first use, so a long chain (an optimizer
 // update) needs only a few live registers. All loads precede all stores, as
 // on the CPU, so a group that updates a variable in place reads it first.
+//
+// A second kernel runs one program over [n, channels, inner] elements a
+// channel at a time and also sums some of its registers per channel (the
+// cross-step fusion of step_fusion.h): a BatchNorm's statistics or a bias
+// gradient come out of the pass that computes their operand.
 #include <algorithm>
 #include <cstring>
 
@@ -22,16 +27,17 @@ namespace cuda {
 namespace {
 
 // Programs live in shared memory, which a launch gets up to 48 KiB of
-// without opting in.
-constexpr size_t kMaxProgramBytes = size_t(48) << 10;
+// without opting in (the channel-sum kernel keeps 2 KiB for itself).
+constexpr size_t kMaxProgramBytes = size_t(46) << 10;
 
 enum LoadMode : int32_t { kContiguous = 0, kScalar = 1, kStrided = 2 };
 enum OpKind : int32_t { kLoad = 0, kCompute = 1 };
 
 // The device image: a header, then `ops` Op records, then `stores` Store
-// records, then `loads` Load records. All 8-byte aligned.
+// records, then `loads` Load records, then `sums` registers (int32) whose
+// channel sums are taken. All 8-byte aligned.
 struct Header {
-    int32_t rank, ops, stores, loads;
+    int32_t rank, ops, stores, loads, sums, pad;
     int64_t dense[FM_MAX_RANK];  // dense strides of the group's shape
     int64_t shape[FM_MAX_RANK];
 };
@@ -58,7 +64,7 @@ struct Schedule {
     int32_t registers = 0;
 };
 
-Schedule schedule(const Fused &fused) {
+Schedule schedule(const Fused &fused, const std::vector<int32_t> &sum_regs) {
     const int32_t loads = int32_t(fused.loads.size());
     const int32_t virtuals = loads + int32_t(fused.code.size());
     Schedule s;
@@ -74,10 +80,14 @@ Schedule schedule(const Fused &fused) {
         s.ops.push_back(Op{kCompute, int32_t(ins.prim), loads + int32_t(k), ins.a, ins.b, ins.c, ins.p0, ins.p1,
                            ins.seed});
     }
-    for (const auto &store : fused.stores) {  // a stored load (never emitted by the planner, but cheap)
-        if (store.first < loads && !loaded[size_t(store.first)]) {
-            loaded[size_t(store.first)] = true;
-            s.ops.push_back(Op{kLoad, 0, store.first, store.first, -1, -1, 0, 0, 0});
+    // Registers kept to the end: the stored and the summed ones.
+    std::vector<int32_t> kept;
+    for (const auto &store : fused.stores) kept.push_back(store.first);
+    kept.insert(kept.end(), sum_regs.begin(), sum_regs.end());
+    for (int32_t reg : kept) {  // a kept load (never emitted by the planner, but cheap)
+        if (reg < loads && !loaded[size_t(reg)]) {
+            loaded[size_t(reg)] = true;
+            s.ops.push_back(Op{kLoad, 0, reg, reg, -1, -1, 0, 0, 0});
         }
     }
     // Last op reading each virtual register; stored ones live to the end.
@@ -88,7 +98,7 @@ Schedule schedule(const Fused &fused) {
             if (operand >= 0) last_use[size_t(operand)] = int64_t(i);
         }
     }
-    for (const auto &store : fused.stores) last_use[size_t(store.first)] = int64_t(s.ops.size());
+    for (int32_t reg : kept) last_use[size_t(reg)] = int64_t(s.ops.size());
     // Linear scan: a register is free again after its value's last use.
     s.physical.assign(size_t(virtuals), -1);
     std::vector<int32_t> free_list;
@@ -119,6 +129,31 @@ __device__ float compute(const Op &op, const float *r, int64_t index, uint64_t r
                      op.c >= 0 ? r[op.c] : 0.0f, op.p0, op.p1);
 }
 
+// Runs a program's loads and instructions for element `i` into `r`.
+template <class Index>
+__device__ __forceinline__ void evaluate(const unsigned char *program, float *r, Index i, uint64_t run_index) {
+    const Header &h = *reinterpret_cast<const Header *>(program);
+    const Op *ops = reinterpret_cast<const Op *>(program + sizeof(Header));
+    const Load *loads = reinterpret_cast<const Load *>(reinterpret_cast<const Store *>(ops + h.ops) + h.stores);
+    for (int32_t k = 0; k < h.ops; ++k) {
+        const Op &op = ops[k];
+        if (op.kind == kLoad) {
+            const Load &load = loads[op.a];
+            Index offset = 0;
+            if (load.mode == kContiguous) {
+                offset = i;
+            } else if (load.mode == kStrided) {
+                for (int d = 0; d < h.rank; ++d) {
+                    offset += (i / Index(h.dense[d]) % Index(h.shape[d])) * Index(load.strides[d]);
+                }
+            }
+            r[op.dst] = load.ptr[offset];
+        } else {
+            r[op.dst] = compute(op, r, i, run_index);
+        }
+    }
+}
+
 // Index is int32_t when every group has fewer than 2^31 elements: 64-bit
 // division, which broadcast loads need per dim, costs several times more.
 template <class Index>
@@ -143,34 +178,77 @@ __global__ void fused_kernel(const unsigned char *image, const FusedLaunch *tabl
     }
     __syncthreads();
     const Header &h = *reinterpret_cast<const Header *>(program);
-    const Op *ops = reinterpret_cast<const Op *>(program + sizeof(Header));
-    const Store *stores = reinterpret_cast<const Store *>(ops + h.ops);
-    const Load *loads = reinterpret_cast<const Load *>(stores + h.stores);
+    const Store *stores = reinterpret_cast<const Store *>(program + sizeof(Header) + size_t(h.ops) * sizeof(Op));
     const uint64_t run_index = run_index_ptr ? *run_index_ptr : 0;
     float r[kFusedRegisters];
     const Index elements = Index(launch.elements);
     const Index stride = Index(launch.blocks) * Index(blockDim.x);
     const Index first = Index(int64_t(blockIdx.x) - launch.block_begin) * Index(blockDim.x) + Index(threadIdx.x);
     for (Index i = first; i < elements; i += stride) {
-        for (int32_t k = 0; k < h.ops; ++k) {
-            const Op &op = ops[k];
-            if (op.kind == kLoad) {
-                const Load &load = loads[op.a];
-                Index offset = 0;
-                if (load.mode == kContiguous) {
-                    offset = i;
-                } else if (load.mode == kStrided) {
-                    for (int d = 0; d < h.rank; ++d) {
-                        offset += (i / Index(h.dense[d]) % Index(h.shape[d])) * Index(load.strides[d]);
-                    }
-                }
-                r[op.dst] = load.ptr[offset];
-            } else {
-                r[op.dst] = compute(op, r, i, run_index);
-            }
-        }
+        evaluate(program, r, i, run_index);
         for (int32_t s = 0; s < h.stores; ++s) stores[s].ptr[i] = r[stores[s].reg];
     }
+}
+
+template <class Index>
+__global__ void fused_sums_kernel(const unsigned char *source, int bytes, ChannelSums sums, int64_t slices,
+                                  bool guarded, const int32_t *abort, const uint64_t *run_index_ptr,
+                                  double *partials) {
+    extern __shared__ __align__(16) unsigned char program[];
+    __shared__ double lanes[kThreads];
+    for (int at = threadIdx.x * 8; at < bytes; at += blockDim.x * 8) {
+        *reinterpret_cast<uint64_t *>(program + at) = *reinterpret_cast<const uint64_t *>(source + at);
+    }
+    __syncthreads();
+    const Header &h = *reinterpret_cast<const Header *>(program);
+    const Store *stores = reinterpret_cast<const Store *>(program + sizeof(Header) + size_t(h.ops) * sizeof(Op));
+    const int32_t *sum_regs = reinterpret_cast<const int32_t *>(
+        program + sizeof(Header) + size_t(h.ops) * sizeof(Op) + size_t(h.stores) * sizeof(Store) +
+        size_t(h.loads) * sizeof(Load));
+    const bool store = !(guarded && abort && *abort);
+    const uint64_t run_index = run_index_ptr ? *run_index_ptr : 0;
+    const Index channel = Index(blockIdx.x), slice = Index(blockIdx.y);
+    const Index inner = Index(sums.inner), channels = Index(sums.channels);
+    const Index per_channel = Index(sums.elements / sums.channels);
+    const Index per_slice = (per_channel + Index(slices) - 1) / Index(slices);
+    const Index begin = slice * per_slice, end = min(per_channel, begin + per_slice);
+    float r[kFusedRegisters];
+    double acc[kMaxChannelSums] = {};
+    for (Index t = begin + Index(threadIdx.x); t < end; t += Index(blockDim.x)) {
+        const Index i = (t / inner * channels + channel) * inner + t % inner;
+        evaluate(program, r, i, run_index);
+        if (store) {
+            for (int32_t s = 0; s < h.stores; ++s) stores[s].ptr[i] = r[stores[s].reg];
+        }
+        for (int32_t k = 0; k < h.sums; ++k) acc[k] += r[sum_regs[k]];
+    }
+    for (int32_t k = 0; k < h.sums; ++k) {
+        lanes[threadIdx.x] = acc[k];
+        __syncthreads();
+        for (int half = blockDim.x / 2; half > 0; half /= 2) {
+            if (int(threadIdx.x) < half) lanes[threadIdx.x] += lanes[threadIdx.x + half];
+            __syncthreads();
+        }
+        if (threadIdx.x == 0) partials[(int64_t(k) * sums.channels + blockIdx.x) * slices + blockIdx.y] = lanes[0];
+        __syncthreads();
+    }
+}
+
+__global__ void combine_channel_sums(ChannelSums sums, int64_t slices, const double *partials) {
+    const int64_t total = int64_t(sums.count) * sums.channels, stride = int64_t(gridDim.x) * blockDim.x;
+    for (int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; o < total; o += stride) {
+        double acc = 0;
+        for (int64_t s = 0; s < slices; ++s) acc += partials[o * slices + s];
+        sums.out[o / sums.channels][o % sums.channels] = float(acc);
+    }
+}
+
+// Slices per channel: enough blocks to fill the GPU, each with at least a
+// few thousand elements.
+int64_t sum_slices(const ChannelSums &sums) {
+    const int64_t per_channel = sums.elements / std::max<int64_t>(sums.channels, 1);
+    const int64_t want = (528 + sums.channels - 1) / std::max<int64_t>(sums.channels, 1);
+    return std::clamp<int64_t>(std::min(want, per_channel / 2048), 1, 256);
 }
 
 bool supported(Prim prim) {
@@ -179,34 +257,41 @@ bool supported(Prim prim) {
 
 }  // namespace
 
-void check_fused(const Fused &fused, const char *origin) {
+std::string fused_misfit(const Fused &fused, const std::vector<int32_t> &sum_regs) {
     for (const FusedInstruction &ins : fused.code) {
-        if (!supported(ins.prim)) {
-            fail(FM_ERR_UNSUPPORTED, origin, ": the CUDA backend cannot fuse ", prim_name(ins.prim));
-        }
+        if (!supported(ins.prim)) return std::string("the CUDA backend cannot fuse ") + prim_name(ins.prim);
     }
-    if (fused.shape.size() > FM_MAX_RANK) fail(FM_ERR_UNSUPPORTED, origin, ": rank above FM_MAX_RANK");
-    Schedule s = schedule(fused);
+    if (fused.shape.size() > FM_MAX_RANK) return "rank above FM_MAX_RANK";
+    if (sum_regs.size() > size_t(kMaxChannelSums)) return "more channel sums than the CUDA interpreter takes";
+    Schedule s = schedule(fused, sum_regs);
     size_t bytes = sizeof(Header) + s.ops.size() * sizeof(Op) + fused.stores.size() * sizeof(Store) +
-                   fused.loads.size() * sizeof(Load);
+                   fused.loads.size() * sizeof(Load) + sum_regs.size() * sizeof(int32_t);
     if (bytes > kMaxProgramBytes) {
-        fail(FM_ERR_UNSUPPORTED, origin, ": a fused group of ", fused.code.size(), " ops is too long for the CUDA interpreter");
+        return "a fused group of " + std::to_string(fused.code.size()) + " ops is too long for the CUDA interpreter";
     }
     if (s.registers > kFusedRegisters) {
-        fail(FM_ERR_UNSUPPORTED, origin, ": a fused group of ", fused.code.size(), " ops needs ", s.registers,
-             " live values; the CUDA interpreter has ", kFusedRegisters);
+        return "a fused group of " + std::to_string(fused.code.size()) + " ops needs " + std::to_string(s.registers) +
+               " live values; the CUDA interpreter has " + std::to_string(kFusedRegisters);
     }
+    return "";
+}
+
+void check_fused(const Fused &fused, const std::vector<int32_t> &sum_regs, const char *origin) {
+    std::string misfit = fused_misfit(fused, sum_regs);
+    if (!misfit.empty()) fail(FM_ERR_UNSUPPORTED, origin, ": ", misfit);
 }
 
 FusedProgram build_fused(const Fused &fused, const std::vector<const float *> &load_ptrs,
-                         const std::vector<float *> &store_ptrs, bool writes_variables) {
-    Schedule s = schedule(fused);
+                         const std::vector<float *> &store_ptrs, bool writes_variables,
+                         const std::vector<int32_t> &sum_regs) {
+    Schedule s = schedule(fused, sum_regs);
     const int64_t total = element_count(fused.shape);
     Header h{};
     h.rank = int32_t(fused.shape.size());
     h.ops = int32_t(s.ops.size());
     h.stores = int32_t(fused.stores.size());
     h.loads = int32_t(fused.loads.size());
+    h.sums = int32_t(sum_regs.size());
     int64_t dense = 1;
     for (int d = h.rank - 1; d >= 0; --d) {
         h.shape[d] = fused.shape[size_t(d)];
@@ -257,6 +342,10 @@ FusedProgram build_fused(const Fused &fused, const std::vector<const float *> &l
     append(s.ops.data(), s.ops.size() * sizeof(Op));
     append(stores.data(), stores.size() * sizeof(Store));
     append(loads.data(), loads.size() * sizeof(Load));
+    for (int32_t reg : sum_regs) {
+        const int32_t physical = s.physical[size_t(reg)];
+        append(&physical, sizeof physical);
+    }
     program.bytes.resize((program.bytes.size() + 15) / 16 * 16, 0);
     return program;
 }
@@ -277,6 +366,28 @@ void launch_fused_batch(const KernelContext &k, const unsigned char *image, cons
                                                                                                 k.abort, run_index);
     }
     check_launch("fused elementwise kernel");
+}
+
+size_t fused_sums_workspace_bytes(const ChannelSums &sums) {
+    return size_t(sums.count * sums.channels * sum_slices(sums)) * sizeof(double);
+}
+
+void launch_fused_sums(const KernelContext &k, const unsigned char *program, size_t program_bytes, bool guarded,
+                       const ChannelSums &sums, const uint64_t *run_index) {
+    if (sums.elements == 0 || sums.channels == 0) return;
+    const int64_t slices = sum_slices(sums);
+    auto *partials = static_cast<double *>(k.workspace);
+    dim3 grid(unsigned(sums.channels), unsigned(slices));
+    if (sums.elements < kInt32Limit) {
+        fused_sums_kernel<int32_t><<<grid, kThreads, program_bytes, k.stream>>>(
+            program, int(program_bytes), sums, slices, guarded, k.abort, run_index, partials);
+    } else {
+        fused_sums_kernel<int64_t><<<grid, kThreads, program_bytes, k.stream>>>(
+            program, int(program_bytes), sums, slices, guarded, k.abort, run_index, partials);
+    }
+    check_launch("fused elementwise kernel with channel sums");
+    combine_channel_sums<<<blocks_for(sums.count * sums.channels, k), kThreads, 0, k.stream>>>(sums, slices, partials);
+    check_launch("channel sums (combining slices)");
 }
 
 void check_launch(const char *kernel) {

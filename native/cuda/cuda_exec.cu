@@ -9,6 +9,11 @@
 // internal stream, where every later synchronous transfer (reading a
 // loss) waits for it. FERROMETAL_CUDA_GRAPHS=0 queues the kernels one by
 // one instead, for debugging.
+//
+// Before that, the cross-step fusions of step_fusion.h run on the plan (a
+// channel sum taken in the pass that computes its operand, stores nothing
+// reads skipped, neighbouring groups merged); FERROMETAL_CUDA_FUSION=0
+// turns them off.
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -19,6 +24,7 @@
 #include "cuda_kernels.h"
 #include "dtype.h"
 #include "error.h"
+#include "step_fusion.h"
 
 namespace fm {
 namespace cuda {
@@ -141,12 +147,24 @@ struct PlanState {
         int64_t blocks = 0;
         size_t max_program_bytes = 0;
         bool int32_index = true;
+        // A group that takes channel sums runs alone, with its program at
+        // `program_offset` of the image.
+        bool sums = false;
+        size_t program_offset = 0;
+        bool guarded = false;
     };
     std::vector<Batch> batches;
     std::vector<int> batch_of;
 
     // Every variable and constant the plan reads or writes, once each.
     std::vector<TensorRef> bound_refs;
+
+    // The steps as the cross-step fusions left them: skipped ones, and per
+    // fused step the program to run (stores nothing reads dropped) and the
+    // registers it sums per channel.
+    StepFusion fusion;
+    std::vector<std::shared_ptr<const Fused>> programs;
+    std::vector<std::vector<int32_t>> sum_regs;
 
     bool use_graph = true;
     cudaStream_t capture = nullptr;   // private: nothing else can be captured by accident
@@ -235,24 +253,42 @@ public:
         bool open = false;
         for (size_t i = 0; i < plan_.steps.size(); ++i) {
             const Step &step = plan_.steps[i];
+            if (st_.fusion.skip[i]) continue;
             if (step.kind != StepKind::Fused) {
                 open = false;
                 continue;
             }
+            const Fused &fused = *st_.programs[i];
             std::vector<const float *> loads;
             std::vector<float *> stores;
             std::vector<std::pair<uintptr_t, uintptr_t>> my_reads, my_writes;
             bool writes_variables = false;
-            for (const TensorRef &ref : step.fused->loads) {
+            for (const TensorRef &ref : fused.loads) {
                 loads.push_back(reinterpret_cast<const float *>(address(ref)));
                 auto lo = reinterpret_cast<uintptr_t>(loads.back());
                 my_reads.emplace_back(lo, lo + byte_size(ref));
             }
-            for (const auto &store : step.fused->stores) {
+            for (const auto &store : fused.stores) {
                 stores.push_back(reinterpret_cast<float *>(address(store.second)));
                 auto lo = reinterpret_cast<uintptr_t>(stores.back());
                 my_writes.emplace_back(lo, lo + byte_size(store.second));
                 writes_variables |= store.second.storage == Storage::Variable;
+            }
+            if (!st_.sum_regs[i].empty()) {  // runs alone
+                FusedProgram program = build_fused(fused, loads, stores, writes_variables, st_.sum_regs[i]);
+                st_.batches.emplace_back();
+                PlanState::Batch &batch = st_.batches.back();
+                batch.first_step = i;
+                batch.sums = true;
+                batch.guarded = writes_variables && st_.checks;
+                image.resize((image.size() + 15) / 16 * 16, 0);
+                batch.program_offset = image.size();
+                batch.max_program_bytes = program.bytes.size();
+                image.insert(image.end(), program.bytes.begin(), program.bytes.end());
+                tables.emplace_back();
+                st_.batch_of[i] = int(st_.batches.size() - 1);
+                open = false;
+                continue;
             }
             // Joins the open batch unless it touches what the batch writes, or
             // writes what the batch reads (its blocks run in any order).
@@ -271,7 +307,7 @@ public:
             }
             reads.insert(reads.end(), my_reads.begin(), my_reads.end());
             writes.insert(writes.end(), my_writes.begin(), my_writes.end());
-            FusedProgram program = build_fused(*step.fused, loads, stores, writes_variables);
+            FusedProgram program = build_fused(fused, loads, stores, writes_variables);
             PlanState::Batch &batch = st_.batches.back();
             FusedLaunch launch{};
             launch.offset = image.size();
@@ -307,6 +343,7 @@ public:
     void enqueue(const KernelContext &k) const {
         for (size_t i = 0; i < plan_.steps.size(); ++i) {
             const Step &step = plan_.steps[i];
+            if (st_.fusion.skip[i]) continue;
             switch (step.kind) {
                 case StepKind::Copy:
                     copy_bytes(k, address(step.output), address(step.inputs[0]), byte_size(step.output),
@@ -316,6 +353,11 @@ public:
                     const PlanState::Batch &batch = st_.batches[size_t(st_.batch_of[i])];
                     if (batch.first_step != i) break;  // launched with its batch
                     const auto *image = static_cast<const unsigned char *>(set_.programs);
+                    if (batch.sums) {
+                        launch_fused_sums(with_workspace(k), image + batch.program_offset, batch.max_program_bytes,
+                                          batch.guarded, channel_sums(i), set_.run_index);
+                        break;
+                    }
                     launch_fused_batch(k, image, reinterpret_cast<const FusedLaunch *>(image + batch.table_offset),
                                        batch.count, batch.blocks, batch.max_program_bytes, batch.int32_index,
                                        set_.run_index);
@@ -333,6 +375,23 @@ public:
     }
 
 private:
+    KernelContext with_workspace(const KernelContext &k) const {
+        KernelContext with = k;
+        with.workspace = st_.workspace;
+        return with;
+    }
+
+    ChannelSums channel_sums(size_t i) const {
+        ChannelSums sums;
+        const std::vector<ChannelSumSpec> &specs = st_.fusion.sums[i];
+        sums.channels = specs[0].channels;
+        sums.inner = specs[0].inner;
+        sums.elements = element_count(st_.programs[i]->shape);
+        sums.count = int(specs.size());
+        for (size_t k = 0; k < specs.size(); ++k) sums.out[k] = reinterpret_cast<float *>(address(specs[k].out));
+        return sums;
+    }
+
     const float *in(const Step &s, size_t i) const { return reinterpret_cast<const float *>(address(s.inputs[i])); }
     const int32_t *in_i32(const Step &s, size_t i) const {
         return reinterpret_cast<const int32_t *>(address(s.inputs[i]));
@@ -350,8 +409,7 @@ private:
     }
 
     void kernel(const KernelContext &base, const Step &s) const {
-        KernelContext k = base;
-        k.workspace = st_.workspace;
+        KernelContext k = with_workspace(base);
         const fm_op_attrs &a = s.attrs;
         const Shape &ys = s.output.shape;
         auto shape = [&](size_t i) -> const Shape & { return s.inputs[i].shape; };
@@ -500,6 +558,46 @@ void report_errors(PlanState &st, cudaStream_t stream) {
          ") (found on the GPU; that run left the variables unchanged)");
 }
 
+// The programs and channel sums of `fusion`, into `st`; false if one does
+// not fit the interpreter (a merged group needing too many registers).
+bool adopt(const Plan &plan, StepFusion fusion, PlanState &st) {
+    st.programs.assign(plan.steps.size(), nullptr);
+    st.sum_regs.assign(plan.steps.size(), {});
+    bool fits = true;
+    for (size_t i = 0; i < plan.steps.size(); ++i) {
+        if (fusion.skip[i] || plan.steps[i].kind != StepKind::Fused) continue;
+        std::shared_ptr<const Fused> program = fusion.fused[i] ? fusion.fused[i] : plan.steps[i].fused;
+        const std::vector<bool> &skip_store = fusion.skip_store[i];
+        if (!skip_store.empty()) {
+            auto kept = std::make_shared<Fused>(*program);
+            kept->stores.clear();
+            for (size_t k = 0; k < program->stores.size(); ++k) {
+                if (!skip_store[k]) kept->stores.push_back(program->stores[k]);
+            }
+            program = kept;
+        }
+        for (const ChannelSumSpec &sum : fusion.sums[i]) st.sum_regs[i].push_back(sum.reg);
+        fits = fits && fused_misfit(*program, st.sum_regs[i]).empty();
+        st.programs[i] = std::move(program);
+    }
+    st.fusion = std::move(fusion);
+    return fits;
+}
+
+void fuse(const Plan &plan, PlanState &st) {
+    StepFusionOptions options;
+    options.conv_bias = false;  // the convolutions are cuBLAS GEMMs
+    // Smaller groups (an MLP's bias gradients) have too few elements per
+    // channel to fill the channel-major kernel; the plain reduction wins.
+    options.min_sum_elements = int64_t(1) << 18;
+    options.max_channel_sums = kMaxChannelSums;
+    if (!env_flag("FERROMETAL_CUDA_FUSION", true) || !adopt(plan, fuse_steps(plan, options), st)) {
+        // Unfused, every group is the planner's; check_fused reports a misfit.
+        adopt(plan, unfused_steps(plan), st);
+    }
+    print_fused_plan_if_asked(plan, st.fusion);
+}
+
 }  // namespace
 
 void *exec_compile(void *device_ctx, const Plan &plan) {
@@ -509,7 +607,10 @@ void *exec_compile(void *device_ctx, const Plan &plan) {
     (void)de;
     auto *raw = new PlanState();
     try {
-        for (const Step &step : plan.steps) {
+        fuse(plan, *raw);
+        for (size_t i = 0; i < plan.steps.size(); ++i) {
+            const Step &step = plan.steps[i];
+            if (raw->fusion.skip[i]) continue;
             if (step.kind == StepKind::Kernel) {
                 if (!kernel_supported(step.prim)) {
                     fail(FM_ERR_UNSUPPORTED, step.origin, ": the CUDA backend has no kernel for ", prim_name(step.prim));
@@ -532,7 +633,14 @@ void *exec_compile(void *device_ctx, const Plan &plan) {
                 }
                 raw->workspace_bytes = std::max(raw->workspace_bytes, bytes);
             } else if (step.kind == StepKind::Fused) {
-                check_fused(*step.fused, step.origin);
+                check_fused(*raw->programs[i], raw->sum_regs[i], step.origin);
+                if (!raw->sum_regs[i].empty()) {
+                    ChannelSums sums;
+                    sums.channels = raw->fusion.sums[i][0].channels;
+                    sums.elements = element_count(raw->programs[i]->shape);
+                    sums.count = int(raw->sum_regs[i].size());
+                    raw->workspace_bytes = std::max(raw->workspace_bytes, fused_sums_workspace_bytes(sums));
+                }
             }
         }
         raw->dropout = plan.uses_dropout;
@@ -541,13 +649,15 @@ void *exec_compile(void *device_ctx, const Plan &plan) {
             if (ref.storage != Storage::Variable && ref.storage != Storage::Constant) return;
             if (seen.emplace(int(ref.storage), ref.index).second) raw->bound_refs.push_back(ref);
         };
-        for (const Step &step : plan.steps) {
+        for (size_t i = 0; i < plan.steps.size(); ++i) {
+            const Step &step = plan.steps[i];
             for (const TensorRef &ref : step.inputs) note_bound(ref);
             note_bound(step.output);
-            if (step.fused) {
-                for (const TensorRef &ref : step.fused->loads) note_bound(ref);
-                for (const auto &store : step.fused->stores) note_bound(store.second);
+            if (raw->programs[i]) {
+                for (const TensorRef &ref : raw->programs[i]->loads) note_bound(ref);
+                for (const auto &store : raw->programs[i]->stores) note_bound(store.second);
             }
+            for (const ChannelSumSpec &sum : raw->fusion.sums[i]) note_bound(sum.out);
         }
         // Feed slots: every reference to a feed, views included, spans its bytes.
         auto note_feed = [&](const TensorRef &ref) {
@@ -555,10 +665,13 @@ void *exec_compile(void *device_ctx, const Plan &plan) {
             if (raw->feed_bytes.size() <= ref.index) raw->feed_bytes.resize(ref.index + 1, 0);
             raw->feed_bytes[ref.index] = std::max(raw->feed_bytes[ref.index], byte_size(ref));
         };
-        for (const Step &step : plan.steps) {
-            for (const TensorRef &ref : step.inputs) note_feed(ref);
-            if (step.fused) {
-                for (const TensorRef &ref : step.fused->loads) note_feed(ref);
+        for (size_t i = 0; i < plan.steps.size(); ++i) {
+            for (const TensorRef &ref : plan.steps[i].inputs) note_feed(ref);
+            if (plan.steps[i].fused) {
+                for (const TensorRef &ref : plan.steps[i].fused->loads) note_feed(ref);
+            }
+            if (raw->programs[i]) {
+                for (const TensorRef &ref : raw->programs[i]->loads) note_feed(ref);
             }
         }
         for (const TensorRef &out : plan.outputs) raw->output_bytes.push_back(byte_size(out));

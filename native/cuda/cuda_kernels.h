@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "kernel_shapes.h"
@@ -62,10 +63,18 @@ struct FusedProgram {
 // The number of registers the interpreter has; a group needing more is
 // refused when the plan is compiled.
 constexpr int kFusedRegisters = 40;
+// The most channel sums one fused step can take in its pass.
+constexpr int kMaxChannelSums = 4;
+// Why `fused` (with the channel sums of registers `sum_regs`) does not fit
+// the interpreter, or "" if it does.
+std::string fused_misfit(const Fused &fused, const std::vector<int32_t> &sum_regs);
 // Checks that `fused` fits the interpreter; throws FM_ERR_UNSUPPORTED naming `origin` if not.
-void check_fused(const Fused &fused, const char *origin);
+void check_fused(const Fused &fused, const std::vector<int32_t> &sum_regs, const char *origin);
+// `sum_regs`: registers whose channel sums the program takes (see
+// launch_fused_sums); they stay live to the end.
 FusedProgram build_fused(const Fused &fused, const std::vector<const float *> &loads,
-                         const std::vector<float *> &stores, bool writes_variables);
+                         const std::vector<float *> &stores, bool writes_variables,
+                         const std::vector<int32_t> &sum_regs = {});
 // One group's place in a batched launch: independent groups that follow
 // each other in a plan (the optimizer updates of every parameter, say) run
 // as one kernel, each on its own range of blocks.
@@ -83,6 +92,22 @@ int64_t fused_blocks(int64_t elements);
 // which holds their programs). `run_index` is device memory.
 void launch_fused_batch(const KernelContext &k, const unsigned char *image, const FusedLaunch *table, int count,
                         int64_t total_blocks, size_t max_program_bytes, bool int32_index, const uint64_t *run_index);
+// A fused group over [n, channels, inner] elements that also sums its
+// `sum_regs` registers per channel (a BatchNorm's statistics, a bias
+// gradient) in the same pass, into `out` ([channels] each). Blocks own one
+// channel and a fixed slice of it; partials combine in a fixed order, so
+// the sums are deterministic.
+struct ChannelSums {
+    int64_t channels = 0, inner = 0, elements = 0;
+    int count = 0;
+    float *out[kMaxChannelSums] = {};
+};
+// Workspace (KernelContext::workspace) the launch needs.
+size_t fused_sums_workspace_bytes(const ChannelSums &sums);
+// `program` is device memory holding a program built with the sums'
+// registers; `guarded` skips its stores once the run found a data error.
+void launch_fused_sums(const KernelContext &k, const unsigned char *program, size_t program_bytes, bool guarded,
+                       const ChannelSums &sums, const uint64_t *run_index);
 
 // ---- Matrix products (cuBLAS) ---------------------------------------------
 
