@@ -47,13 +47,14 @@ build_tool() {
 run_lowering() {
     # scripts/sanitize.sh builds and runs it (under ASan/UBSan) with every
     # native test; reuse that build when it exists, else make a plain one.
+    # (rebuilt either way: a stale binary would check yesterday's lowering).
     local build="$root/build/sanitize"
     if [ ! -x "$build/tests/test_metal_lowering" ]; then
         build="$root/build/metal-lowering"
         cmake -S "$root/native" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFM_WERROR=ON \
             -DFM_BUILD_TESTS=ON >/dev/null
-        cmake --build "$build" --target test_metal_lowering --parallel 2
     fi
+    cmake --build "$build" --target test_metal_lowering --parallel 2
     (cd "$build" && ctest --output-on-failure -R '^test_metal_lowering$')
 }
 

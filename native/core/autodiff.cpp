@@ -22,6 +22,17 @@ public:
 
     fm_op_attrs attrs_of(uint32_t node) { return g.node(node).attrs; }
 
+    // A forward value a gradient reads. A normalised BatchNorm input is
+    // computed again from x (which the backward pass reads anyway) so that
+    // the forward pass need not store it: one pass less over the largest
+    // activations each way.
+    uint32_t recomputed(uint32_t value) {
+        const Node &node = g.node(value);
+        if (node.prim != Prim::BatchNormalize) return value;
+        const std::vector<uint32_t> inputs = node.inputs;
+        return prim(Prim::BatchNormalize, inputs);
+    }
+
     // Pushes the gradient `gy` of node `y` to its inputs.
     void backprop(uint32_t y, uint32_t gy);
 
@@ -66,7 +77,7 @@ void Differentiator::backprop(uint32_t y, uint32_t gy) {
         case Prim::Softplus: return to(0, mul(gy, unary(Prim::Sigmoid, x)));
         case Prim::Add: to(0, gy); return to(1, gy);
         case Prim::Sub: to(0, gy); return to(1, neg(gy));
-        case Prim::Mul: to(0, mul(gy, in[1])); return to(1, mul(gy, x));
+        case Prim::Mul: to(0, mul(gy, recomputed(in[1]))); return to(1, mul(gy, recomputed(x)));
         case Prim::Div: to(0, div(gy, in[1])); return to(1, neg(div(mul(gy, y), in[1])));
         case Prim::Maximum:
         case Prim::Minimum: {
@@ -78,6 +89,23 @@ void Differentiator::backprop(uint32_t y, uint32_t gy) {
             uint32_t zero = scalar(0.0);
             to(1, where(x, gy, zero));
             return to(2, where(x, zero, gy));
+        }
+        case Prim::BatchNormalize: {
+            // dx = inv_std * (gy - mean(gy) - xhat * mean(gy * xhat)), the
+            // means over every axis but 1; xhat is recomputed from x, which
+            // the backward pass reads anyway, rather than kept from the
+            // forward one.
+            const size_t rank = g.node(x).probe[0].size();
+            std::vector<int> axes{0};
+            for (size_t i = 2; i < rank; ++i) axes.push_back(int(i));
+            // Each use gets its own xhat: the two fall into different passes
+            // (the sums come between), and recomputing beats storing.
+            uint32_t mean = in[1], inv_std = in[2];
+            auto xhat = [&] { return prim(Prim::BatchNormalize, {x, mean, inv_std}); };
+            uint32_t n = count(x, axes);
+            uint32_t mean_gy = div(sum(gy, axes, true), n);
+            uint32_t mean_gy_xhat = div(sum(mul(gy, xhat()), axes, true), n);
+            return to(0, mul(inv_std, sub(sub(gy, mean_gy), mul(xhat(), mean_gy_xhat))));
         }
         case Prim::MatMul: {
             uint32_t A = x, B = in[1];

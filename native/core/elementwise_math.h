@@ -66,6 +66,7 @@ FM_HOST_DEVICE inline float less_equal(float x, float y) { return float(x <= y);
 FM_HOST_DEVICE inline float greater(float x, float y) { return float(x > y); }
 FM_HOST_DEVICE inline float greater_equal(float x, float y) { return float(x >= y); }
 FM_HOST_DEVICE inline float where(float c, float x, float y) { return c != 0.0f ? x : y; }
+FM_HOST_DEVICE inline float batch_normalize(float x, float mean, float inv_std) { return (x - mean) * inv_std; }
 
 // Dropout: element `index` of a mask is kept with probability 1 - p,
 // decided by a hash of (seed, run, index), so masks are the same for any
@@ -123,6 +124,7 @@ FM_HOST_DEVICE inline float apply(Prim prim, float a, float b, float c, float p0
         case Prim::Greater: return greater(a, b);
         case Prim::GreaterEqual: return greater_equal(a, b);
         case Prim::Where: return where(a, b, c);
+        case Prim::BatchNormalize: return batch_normalize(a, b, c);
         default: return 0.0f;
     }
 }

@@ -31,6 +31,12 @@ enum class Prim : uint8_t {
     Add, Sub, Mul, Div, Maximum, Minimum, Equal, NotEqual, Less, LessEqual, Greater, GreaterEqual,
     // Elementwise, three inputs.
     Where,
+    // (x, mean, inv_std): (x - mean) * inv_std, where mean and inv_std must
+    // be x's batch statistics over every axis but 1 (batch_norm builds it).
+    // Its gradient carries theirs: it flows to x alone, as the whole
+    // normalisation's, so the backward pass needs two channel sums and one
+    // elementwise pass, and x's normalised copy is never stored.
+    BatchNormalize,
     // Elementwise source: the dropout mask of its input's shape (attrs p, seed).
     DropoutMask,
     // Everything else.

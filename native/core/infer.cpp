@@ -144,7 +144,8 @@ int64_t window_output(int64_t in, int64_t kernel, int64_t stride, int64_t pad, i
 Inferred infer(Prim prim, const fm_op_attrs &a, const Shapes &s, const std::vector<fm_dtype> &d,
                const char *origin) {
     if (prim_is_elementwise(prim) && prim != Prim::DropoutMask) {
-        size_t arity = prim == Prim::Where ? 3 : (prim >= Prim::Add ? 2 : 1);
+        const bool ternary = prim == Prim::Where || prim == Prim::BatchNormalize;
+        size_t arity = ternary ? 3 : (prim >= Prim::Add ? 2 : 1);
         expect_inputs(s, arity, origin);
         Shape out = *s[0];
         for (size_t i = 1; i < arity; ++i) out = broadcast_shapes(out, *s[i], origin);

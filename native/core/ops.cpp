@@ -375,7 +375,11 @@ uint32_t OpBuilder::build(fm_op op) {
             uint32_t n = count(x, reduce_axes);
             uint32_t batch_var = div(sum(mul(centered, centered), reduce_axes, true), n);
             uint32_t inv_std = prim(Prim::Rsqrt, {add(batch_var, a.eps)});
-            uint32_t y = add(mul(mul(centered, inv_std), per_channel(gamma)), per_channel(beta));
+            // The statistics' share of the gradient is BatchNormalize's (see
+            // graph.h), so none flows through them.
+            uint32_t normalized = prim(Prim::BatchNormalize, {x, prim(Prim::StopGradient, {batch_mean}),
+                                                              prim(Prim::StopGradient, {inv_std})});
+            uint32_t y = add(mul(normalized, per_channel(gamma)), per_channel(beta));
             // Running statistics: PyTorch's convention, unbiased variance.
             uint32_t m = prim(Prim::StopGradient, {reshape_like(batch_mean, running_mean)});
             uint32_t unbiased = mul(batch_var, div(n, add(n, -1.0)));

@@ -21,6 +21,8 @@ size_t byte_size(const Shape &shape, fm_dtype dtype) {
 }
 
 // First-fit allocation of arena ranges, coalescing on release.
+constexpr size_t kKeptSmallBytes = 4096;
+
 class ArenaAllocator {
 public:
     size_t allocate(size_t bytes) {
@@ -402,7 +404,11 @@ void Planner::lay_out() {
             ref.storage = Storage::Arena;
             ref.offset = arena.allocate(bytes);
             plan.unshared_bytes += (bytes + kAlignment - 1) / kAlignment * kAlignment;
-            frees_after[std::max(last_use[v], at)].push_back(v);
+            // Small values (per-channel statistics, scalars) keep their
+            // memory for the whole run: it costs little, and a backend's
+            // step fusions may then compute them earlier than planned
+            // without clobbering a neighbour that reused the memory.
+            if (bytes > kKeptSmallBytes) frees_after[std::max(last_use[v], at)].push_back(v);
         }
     };
 

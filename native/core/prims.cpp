@@ -10,7 +10,7 @@ const char *prim_name(Prim prim) {
         "gelu_erf_derivative", "gelu_tanh_derivative",
         "add", "sub", "mul", "div", "maximum", "minimum", "equal", "not_equal", "less",
         "less_equal", "greater", "greater_equal",
-        "where", "dropout_mask",
+        "where", "batch_normalize", "dropout_mask",
         "matmul", "conv2d", "conv2d_backward_input", "conv2d_backward_weight", "max_pool2d",
         "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "reduce_sum", "reduce_max",
         "reduce_min", "argmax", "element_count", "reduce_to_like", "broadcast_like", "reshape",

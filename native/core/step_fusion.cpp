@@ -10,6 +10,9 @@ namespace fm {
 
 namespace {
 
+// How many unrelated steps a channel sum may be looked for past.
+constexpr size_t kMaxStepsPassed = 6;
+
 struct ByteRange {
     Storage storage;
     uint32_t index;
@@ -44,6 +47,9 @@ public:
         }
         for (size_t i = 0; i < steps.size(); ++i) fuse_reductions(i);
         for (size_t i = 0; i < steps.size(); ++i) merge_fused(i);
+        if (options.pull_sums_forward) {
+            for (size_t i = 0; i < steps.size(); ++i) pull_sums_forward(i);
+        }
         for (size_t i = 0; i < steps.size(); ++i) step_of_relu(i);
         return std::move(out);
     }
@@ -223,34 +229,43 @@ private:
     void fuse_reductions(size_t i) {
         if (out.skip[i] || steps[i].kind != StepKind::Fused) return;
         const Fused &f = *steps[i].fused;
-        size_t last = i;
-        for (size_t k = i + 1; k < steps.size(); ++k) {
-            const Step &r = steps[k];
+        // A tensor that stays in cache costs the separate reduction little;
+        // the fused sums are scalar code.
+        if (element_count(f.shape) < options.min_sum_elements) return;
+        // The reductions may come a few steps later (autodiff interleaves
+        // small steps); the steps passed over must leave the summed tensor
+        // alone and neither read nor write where the sums go, since the
+        // sums are now written before them.
+        std::vector<size_t> passed;
+        for (size_t k = i + 1; k < steps.size() && passed.size() < kMaxStepsPassed; ++k) {
             if (out.skip[k]) continue;
-            if (r.kind != StepKind::Kernel || (r.prim != Prim::ReduceSum && r.prim != Prim::ReduceToLike)) break;
-            int64_t channels, inner;
-            if (!channel_reduction(r, &channels, &inner) || r.inputs[0].shape != f.shape) break;
-            // A tensor that stays in cache costs the separate reduction
-            // little; the fused sums are scalar code.
-            if (element_count(f.shape) < options.min_sum_elements) break;
-            if (out.sums[i].size() >= options.max_channel_sums) break;
+            const Step &r = steps[k];
+            int64_t channels = 0, inner = 0;
             int32_t reg = -1;
-            for (const auto &store : f.stores) if (same_tensor(store.second, r.inputs[0])) reg = store.first;
-            if (reg < 0 || r.output.dtype != FM_DTYPE_F32) break;
+            if (r.kind == StepKind::Kernel && (r.prim == Prim::ReduceSum || r.prim == Prim::ReduceToLike) &&
+                channel_reduction(r, &channels, &inner) && r.inputs[0].shape == f.shape &&
+                r.output.dtype == FM_DTYPE_F32) {
+                for (const auto &store : f.stores) if (same_tensor(store.second, r.inputs[0])) reg = store.first;
+            }
             const ByteRange ro = byte_range(r.output);
-            bool clash = false;
+            bool clash = reg < 0 || out.sums[i].size() >= options.max_channel_sums;
             for (const auto &store : f.stores) clash = clash || overlaps(byte_range(store.second), ro);
-            if (clash) break;
+            for (size_t p : passed) {
+                clash = clash || reads(p, ro) || writes_into(p, ro) || (reg >= 0 && writes_into(p, byte_range(r.inputs[0])));
+            }
+            if (clash) {
+                passed.push_back(k);
+                continue;
+            }
             out.sums[i].push_back(ChannelSumSpec{reg, channels, inner, r.output});
             out.skip[k] = true;
-            last = k;
         }
         if (out.sums[i].empty()) return;
         out.skip_store[i].assign(f.stores.size(), false);
         for (size_t s = 0; s < f.stores.size(); ++s) {
             bool reduced = false;
             for (const ChannelSumSpec &sum : out.sums[i]) reduced = reduced || sum.reg == f.stores[s].first;
-            out.skip_store[i][s] = reduced && dead_after(last, f.stores[s].second);
+            out.skip_store[i][s] = reduced && dead_after(i, f.stores[s].second);
         }
     }
 
@@ -370,6 +385,64 @@ private:
         }
     }
 
+    // A later fused step of the same shape that only takes channel sums
+    // (its stores all dead) and reads nothing the steps in between change
+    // runs inside step i's pass instead, reading i's values in registers:
+    // a BatchNorm's backward sums of dy * xhat, which wait on small steps
+    // that read i's own sums.
+    void pull_sums_forward(size_t i) {
+        if (out.skip[i] || steps[i].kind != StepKind::Fused || out.sums[i].empty()) return;
+        const Shape shape = fused_at(i).shape;
+        std::vector<size_t> passed;
+        for (size_t j = i + 1; j < steps.size() && passed.size() < kMaxStepsPassed; ++j) {
+            if (out.skip[j]) continue;
+            if (steps[j].kind != StepKind::Fused || fused_at(j).shape != shape || out.sums[j].empty() ||
+                out.sums[i].size() + out.sums[j].size() > options.max_channel_sums) {
+                passed.push_back(j);
+                continue;
+            }
+            const Fused &f2 = fused_at(j);
+            bool movable = true;
+            for (size_t s = 0; s < f2.stores.size(); ++s) {
+                movable = movable && !out.skip_store[j].empty() && out.skip_store[j][s];
+            }
+            for (size_t p : passed) {
+                for (const TensorRef &load : f2.loads) movable = movable && !writes_into(p, byte_range(load));
+                for (const ChannelSumSpec &sum : out.sums[j]) {
+                    movable = movable && !reads(p, byte_range(sum.out)) && !writes_into(p, byte_range(sum.out));
+                }
+            }
+            // Its loads that step i overwrites must be i's stores of the same tensor.
+            const Fused &f1 = fused_at(i);
+            for (const TensorRef &load : f2.loads) {
+                for (const auto &store : f1.stores) {
+                    if (overlaps(byte_range(store.second), byte_range(load)) && !same_tensor(store.second, load)) {
+                        movable = false;
+                    }
+                }
+            }
+            if (!movable) {
+                passed.push_back(j);
+                continue;
+            }
+            const size_t first_stores = f1.stores.size();
+            const std::vector<bool> kept = out.skip_store[i];
+            merge(i, j);
+            // The merged step runs where i was; j's stores were all dead.
+            auto merged = std::make_shared<Fused>(*out.fused[j]);
+            merged->stores.resize(first_stores);
+            out.fused[i] = merged;
+            out.sums[i] = std::move(out.sums[j]);
+            out.skip[i] = false;
+            out.skip[j] = true;
+            out.fused[j] = nullptr;
+            out.sums[j].clear();
+            out.skip_store[j].clear();
+            out.skip_store[i] = kept.empty() ? std::vector<bool>(first_stores, false) : kept;
+            return pull_sums_forward(i);
+        }
+    }
+
     void merge(size_t i, size_t j) {
         const Fused &f1 = fused_at(i), &f2 = fused_at(j);
         auto merged = std::make_shared<Fused>();
@@ -380,8 +453,14 @@ private:
         for (size_t l = 0; l < f2.loads.size(); ++l) {
             int32_t from_f1 = -1;
             for (const auto &store : f1.stores) if (same_tensor(store.second, f2.loads[l])) from_f1 = store.first;
+            int32_t same_load = -1;
+            for (size_t m = 0; m < merged->loads.size(); ++m) {
+                if (same_tensor(merged->loads[m], f2.loads[l])) same_load = int32_t(m);
+            }
             if (from_f1 >= 0) {
                 f2_load[l] = -1 - from_f1;
+            } else if (same_load >= 0) {  // read by both: loaded once
+                f2_load[l] = same_load;
             } else {
                 f2_load[l] = int32_t(merged->loads.size());
                 merged->loads.push_back(f2.loads[l]);

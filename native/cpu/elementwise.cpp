@@ -174,6 +174,9 @@ void execute(const FusedInstruction &ins, float *out, const float *a, const floa
         case Prim::Where:
             for (int64_t i = 0; i < n; ++i) out[i] = ew::where(a[i], b[i], c[i]);
             return;
+        case Prim::BatchNormalize:
+            for (int64_t i = 0; i < n; ++i) out[i] = ew::batch_normalize(a[i], b[i], c[i]);
+            return;
         case Prim::DropoutMask: {
             uint64_t base = ew::dropout_base(ins.seed, run_index);
             for (int64_t i = 0; i < n; ++i) out[i] = ew::dropout_mask(base, uint64_t(first_index + i), p0);

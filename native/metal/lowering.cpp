@@ -564,6 +564,7 @@ private:
             case Prim::Greater: return as_f32(binary(Op::Greater, a, b, s));
             case Prim::GreaterEqual: return as_f32(binary(Op::GreaterEqual, a, b, s));
             case Prim::Where: return select(binary(Op::NotEqual, a, k(0), s), b, c, s);
+            case Prim::BatchNormalize: return mul(sub(a, b), c);
             case Prim::DropoutMask: return dropout_mask(ins, s);
             default: break;
         }
