@@ -30,7 +30,9 @@ namespace {
 // without opting in (the channel-sum kernel keeps 2 KiB for itself).
 constexpr size_t kMaxProgramBytes = size_t(46) << 10;
 
-enum LoadMode : int32_t { kContiguous = 0, kScalar = 1, kStrided = 2 };
+// kAlongOneDim: a broadcast that varies along one dim only (a per-channel
+// vector), indexed with one division instead of one per dim.
+enum LoadMode : int32_t { kContiguous = 0, kScalar = 1, kStrided = 2, kAlongOneDim = 3 };
 enum OpKind : int32_t { kLoad = 0, kCompute = 1 };
 
 // The device image: a header, then `ops` Op records, then `stores` Store
@@ -52,7 +54,7 @@ struct Store {
 };
 struct Load {
     const float *ptr;
-    int32_t mode, pad;
+    int32_t mode, dim;  // dim: the one dim of kAlongOneDim
     int64_t strides[FM_MAX_RANK];
 };
 
@@ -142,6 +144,8 @@ __device__ __forceinline__ void evaluate(const unsigned char *program, float *r,
             Index offset = 0;
             if (load.mode == kContiguous) {
                 offset = i;
+            } else if (load.mode == kAlongOneDim) {
+                offset = (i / Index(h.dense[load.dim]) % Index(h.shape[load.dim])) * Index(load.strides[load.dim]);
             } else if (load.mode == kStrided) {
                 for (int d = 0; d < h.rank; ++d) {
                     offset += (i / Index(h.dense[d]) % Index(h.shape[d])) * Index(load.strides[d]);
@@ -328,6 +332,11 @@ FusedProgram build_fused(const Fused &fused, const std::vector<const float *> &l
                 load.strides[o] = in[k] == 1 ? 0 : stride;
                 stride *= in[k];
             }
+            int varying = 0;
+            for (size_t d = 0; d < fused.shape.size(); ++d) {
+                if (load.strides[d] != 0) varying += 1, load.dim = int32_t(d);
+            }
+            if (varying == 1) load.mode = kAlongOneDim;
         }
         loads.push_back(load);
     }

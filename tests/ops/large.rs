@@ -126,6 +126,22 @@ fn large_matmul_conv_and_pooling() {
     .run(&|g, v| g.conv2d(v[0], v[1], Some(v[2]), &options), &|d| {
         crate::conv_pool::conv2d_reference(&d[0], xs, &d[1], ws, Some(&d[2]), &options)
     });
+    // cifar's first layer: three input channels, the CPU's small-channel
+    // weight-gradient path.
+    let (xs, ws) = ([8usize, 3, 32, 32], [32usize, 3, 3, 3]);
+    let options = Conv2d {
+        padding: [1, 1],
+        ..Default::default()
+    };
+    OpTest::new(
+        "large conv2d, 3 input channels",
+        vec![rand(&xs, 19), rand(&ws, 20), rand(&[32], 21)],
+    )
+    .tol(Tol::Terms(1e-5))
+    .grad_samples(40)
+    .run(&|g, v| g.conv2d(v[0], v[1], Some(v[2]), &options), &|d| {
+        crate::conv_pool::conv2d_reference(&d[0], xs, &d[1], ws, Some(&d[2]), &options)
+    });
     let options = Conv2d {
         stride: [2, 2],
         padding: [1, 1],
