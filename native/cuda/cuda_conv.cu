@@ -68,6 +68,29 @@ __global__ void im2col_kernel(Dims<I> s, const float *x, I n0, I cn, float *col)
     }
 }
 
+// The same with one row (c, i, j) per blockIdx.y: the row's arithmetic is
+// done once per thread rather than per element, which leaves two divisions
+// per element (the kernel was bound by them, not by memory).
+template <class I>
+__global__ void im2col_rows_kernel(Dims<I> s, const float *x, I n0, I cn, float *col) {
+    const I pixels = s.out_h * s.out_w, columns = cn * pixels;
+    const I row = I(blockIdx.y);
+    const I c = row / (s.kh * s.kw), i = row / s.kw % s.kh, j = row % s.kw;
+    const I shift_y = i * s.dilation_h - s.pad_h, shift_x = j * s.dilation_w - s.pad_w;
+    const float *plane = x + (n0 * s.c_in + c) * s.h * s.w;
+    const I image_stride = s.c_in * s.h * s.w;
+    float *out = col + row * columns;
+    const I stride = I(gridDim.x) * I(blockDim.x);
+    for (I q = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); q < columns; q += stride) {
+        const I image = q / pixels, p = q - image * pixels;
+        const I oy = p / s.out_w, ox = p - oy * s.out_w;
+        const I iy = oy * s.stride_h + shift_y, ix = ox * s.stride_w + shift_x;
+        float v = 0.0f;
+        if (iy >= 0 && iy < s.h && ix >= 0 && ix < s.w) v = plane[image * image_stride + iy * s.w + ix];
+        out[q] = v;
+    }
+}
+
 template <class I>
 __global__ void col2im_kernel(Dims<I> s, const float *col, I n0, I cn, float *dx) {
     const I pixels = s.out_h * s.out_w, columns = cn * pixels;
@@ -105,6 +128,9 @@ __global__ void sum_partials_kernel(const float *partials, int64_t splits, int64
     }
 }
 
+// The largest gridDim.y.
+constexpr int64_t kMaxGridY = 65535;
+
 // Whether every index of a chunk's kernels fits in int32_t.
 bool fits_int32(const ConvShape &s, int64_t cn, int64_t n0) {
     const int64_t limit = kInt32Limit;
@@ -115,6 +141,13 @@ bool fits_int32(const ConvShape &s, int64_t cn, int64_t n0) {
 
 void im2col(const KernelContext &k, const ConvShape &s, const float *x, int64_t n0, int64_t cn, float *col) {
     const Chunking c = chunking(s);
+    if (c.ckk <= kMaxGridY && fits_int32(s, cn, n0)) {
+        const int64_t columns = cn * c.pixels;
+        const int64_t cap = std::max<int64_t>(1, (int64_t(k.sm_count) * 32 + c.ckk - 1) / c.ckk);
+        const dim3 grid(unsigned(std::clamp<int64_t>((columns + kThreads - 1) / kThreads, 1, cap)), unsigned(c.ckk));
+        im2col_rows_kernel<int32_t><<<grid, kThreads, 0, k.stream>>>(Dims<int32_t>(s), x, int32_t(n0), int32_t(cn), col);
+        return check_launch("im2col");
+    }
     const unsigned blocks = blocks_for(c.ckk * cn * c.pixels, k);
     if (fits_int32(s, cn, n0)) {
         im2col_kernel<int32_t><<<blocks, kThreads, 0, k.stream>>>(Dims<int32_t>(s), x, int32_t(n0), int32_t(cn), col);
