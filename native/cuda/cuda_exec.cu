@@ -174,6 +174,18 @@ struct PlanState {
     cudaStream_t last_stream = nullptr;
 };
 
+// The geometry of fused step i's channel sums (their destinations are
+// filled in where the run's addresses are known).
+ChannelSums sums_geometry(const PlanState &st, size_t i) {
+    const std::vector<ChannelSumSpec> &specs = st.fusion.sums[i];
+    ChannelSums sums;
+    sums.channels = specs[0].channels;
+    sums.inner = specs[0].inner;
+    sums.elements = element_count(st.programs[i]->shape);
+    sums.count = int(specs.size());
+    return sums;
+}
+
 void *allocate(Context &ctx, PlanState &st, size_t bytes) {
     void *ptr = pool_alloc(&ctx, bytes < 16 ? 16 : bytes);
     if (ptr == nullptr) fail(FM_ERR_OUT_OF_MEMORY, "cuda:", ctx.index, ": no memory for a plan's ", bytes, " bytes");
@@ -382,12 +394,8 @@ private:
     }
 
     ChannelSums channel_sums(size_t i) const {
-        ChannelSums sums;
+        ChannelSums sums = sums_geometry(st_, i);
         const std::vector<ChannelSumSpec> &specs = st_.fusion.sums[i];
-        sums.channels = specs[0].channels;
-        sums.inner = specs[0].inner;
-        sums.elements = element_count(st_.programs[i]->shape);
-        sums.count = int(specs.size());
         for (size_t k = 0; k < specs.size(); ++k) sums.out[k] = reinterpret_cast<float *>(address(specs[k].out));
         return sums;
     }
@@ -635,11 +643,8 @@ void *exec_compile(void *device_ctx, const Plan &plan) {
             } else if (step.kind == StepKind::Fused) {
                 check_fused(*raw->programs[i], raw->sum_regs[i], step.origin);
                 if (!raw->sum_regs[i].empty()) {
-                    ChannelSums sums;
-                    sums.channels = raw->fusion.sums[i][0].channels;
-                    sums.elements = element_count(raw->programs[i]->shape);
-                    sums.count = int(raw->sum_regs[i].size());
-                    raw->workspace_bytes = std::max(raw->workspace_bytes, fused_sums_workspace_bytes(sums));
+                    raw->workspace_bytes =
+                        std::max(raw->workspace_bytes, fused_sums_workspace_bytes(sums_geometry(*raw, i)));
                 }
             }
         }
