@@ -3,6 +3,9 @@
 //!
 //! Environment:
 //! - `CUDA_HOME` / `CUDA_PATH` (or `nvcc` on `PATH`): the toolkit for `cuda`.
+//! - `CUDNN_HOME` (feature `cudnn`): a directory with include/cudnn.h and
+//!   lib/libcudnn.so*; without it, the toolkit's own directories, the
+//!   PyPI wheel beside it (nvidia/cudnn) and /usr are searched.
 //! - `FERROMETAL_LIB_DIR`: link an already built `libferrometal.a` from this
 //!   directory instead of compiling (e.g. one made by native/CMakeLists.txt).
 //! - `FERROMETAL_WERROR=1`: turn C++ warnings into errors (CI sets it).
@@ -33,6 +36,7 @@ fn main() {
     for var in [
         "CUDA_HOME",
         "CUDA_PATH",
+        "CUDNN_HOME",
         "FERROMETAL_LIB_DIR",
         "FERROMETAL_WERROR",
         "MACOSX_DEPLOYMENT_TARGET",
@@ -52,6 +56,10 @@ fn main() {
         std::process::exit(1);
     }
     let cuda_home = cuda.then(find_cuda);
+    let cudnn = cuda_home
+        .as_deref()
+        .filter(|_| env::var_os("CARGO_FEATURE_CUDNN").is_some())
+        .map(find_cudnn);
 
     if let Some(dir) = env::var_os("FERROMETAL_LIB_DIR") {
         println!(
@@ -61,7 +69,16 @@ fn main() {
         println!("cargo:rustc-link-lib=static=ferrometal");
         println!("cargo:rustc-link-lib=stdc++");
     } else {
-        compile_native(&native, &include, cuda_home.as_deref(), metal);
+        compile_native(
+            &native,
+            &include,
+            cuda_home.as_deref(),
+            cudnn.as_ref(),
+            metal,
+        );
+    }
+    if let Some(cudnn) = &cudnn {
+        link_cudnn(cudnn);
     }
     if let Some(home) = &cuda_home {
         link_cuda(home);
@@ -110,7 +127,13 @@ fn opt_level() -> u32 {
         .max(2)
 }
 
-fn compile_native(native: &Path, include: &Path, cuda_home: Option<&Path>, metal: bool) {
+fn compile_native(
+    native: &Path,
+    include: &Path,
+    cuda_home: Option<&Path>,
+    cudnn: Option<&Cudnn>,
+    metal: bool,
+) {
     let mut build = cc::Build::new();
     build
         .cpp(true)
@@ -127,7 +150,7 @@ fn compile_native(native: &Path, include: &Path, cuda_home: Option<&Path>, metal
         // Its own archive, before the core's: the core refers to the CUDA
         // registration and the CUDA objects to the core's helpers, so it is
         // linked whole to break that cycle.
-        compile_cuda(native, include, home);
+        compile_cuda(native, include, home, cudnn);
         build.define("FM_WITH_CUDA", None);
     }
     if metal {
@@ -166,7 +189,7 @@ fn compile_native(native: &Path, include: &Path, cuda_home: Option<&Path>, metal
 }
 
 /// nvcc objects, device-linked by `cc` into libferrometal_cuda.a.
-fn compile_cuda(native: &Path, include: &Path, home: &Path) {
+fn compile_cuda(native: &Path, include: &Path, home: &Path, cudnn: Option<&Cudnn>) {
     // cc recognises nvcc (and translates host flags) only when it finds it
     // by name itself, not when given a path, so the toolkit goes first on PATH.
     let path = env::var_os("PATH").unwrap_or_default();
@@ -192,6 +215,9 @@ fn compile_cuda(native: &Path, include: &Path, home: &Path) {
         .flag("-Xcompiler=-Wall,-Wextra")
         .cargo_metadata(false)
         .files(sources(&native.join("cuda"), "cu"));
+    if let Some(cudnn) = cudnn {
+        build.define("FM_WITH_CUDNN", None).include(&cudnn.include);
+    }
     if werror() {
         build
             .flag("-Xcompiler=-Werror")
@@ -224,6 +250,61 @@ fn find_cuda() -> PathBuf {
          with bin/nvcc, or put nvcc on PATH (scripts/install-cuda-toolkit.sh installs one from PyPI)"
     );
     std::process::exit(1);
+}
+
+/// Where cuDNN's header and library are.
+struct Cudnn {
+    include: PathBuf,
+    lib: PathBuf,
+}
+
+/// CUDNN_HOME, then the toolkit, then the PyPI wheel's nvidia/cudnn beside
+/// the toolkit's nvidia/cu13, then the system's directories.
+fn find_cudnn(cuda_home: &Path) -> Cudnn {
+    let mut homes: Vec<PathBuf> = env::var_os("CUDNN_HOME")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    homes.push(cuda_home.to_path_buf());
+    if let Some(parent) = cuda_home.parent() {
+        homes.push(parent.join("cudnn"));
+    }
+    let mut candidates: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for home in &homes {
+        for lib in ["lib64", "lib", "lib/x64"] {
+            candidates.push((home.join("include"), home.join(lib)));
+        }
+    }
+    candidates.push((
+        PathBuf::from("/usr/include"),
+        PathBuf::from("/usr/lib/x86_64-linux-gnu"),
+    ));
+    for (include, lib) in candidates {
+        let has_library = ["libcudnn.so", "libcudnn.so.9"]
+            .iter()
+            .any(|name| lib.join(name).exists());
+        if include.join("cudnn.h").is_file() && has_library {
+            return Cudnn { include, lib };
+        }
+    }
+    eprintln!(
+        "error: feature `cudnn` needs cuDNN 9: set CUDNN_HOME to a directory with include/cudnn.h and \
+         lib/libcudnn.so.9 (scripts/install-cuda-toolkit.sh --cudnn installs it from PyPI)"
+    );
+    std::process::exit(1);
+}
+
+fn link_cudnn(cudnn: &Cudnn) {
+    println!("cargo:rustc-link-search=native={}", cudnn.lib.display());
+    if cfg!(target_os = "linux") {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", cudnn.lib.display());
+    }
+    // The PyPI wheel ships only the versioned name.
+    if cudnn.lib.join("libcudnn.so").exists() {
+        println!("cargo:rustc-link-lib=cudnn");
+    } else {
+        println!("cargo:rustc-link-lib=dylib:+verbatim=libcudnn.so.9");
+    }
 }
 
 fn link_cuda(home: &Path) {

@@ -5,8 +5,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <map>
-#include <mutex>
 #include <numeric>
 #include <string>
 
@@ -16,6 +14,7 @@
 #include "error.h"
 #include "kernels.h"
 #include "step_fusion.h"
+#include "step_profile.h"
 
 namespace fm::cpu {
 
@@ -209,68 +208,6 @@ void Runner::run_step(size_t index) {
     }
 }
 
-// FERROMETAL_PROFILE=1: the wall time of every step, summed per kind of
-// step and shape, printed to stderr at exit, most expensive first. A
-// measuring aid for kernel work; it costs nothing when off.
-class Profile {
-public:
-    static Profile *get() {
-        static Profile *profile = [] {
-            const char *env = std::getenv("FERROMETAL_PROFILE");
-            return env && env[0] == '1' ? new Profile : nullptr;
-        }();
-        return profile;
-    }
-    void add(const Step &step, double seconds, bool merged) {
-        std::string key = step.kind == StepKind::Fused  ? std::string("fused")
-                          : step.kind == StepKind::Copy ? std::string("copy")
-                                                        : std::string(prim_name(step.prim));
-        const Shape &shape = step.kind == StepKind::Fused ? step.fused->shape : step.output.shape;
-        key += " [";
-        for (size_t i = 0; i < shape.size(); ++i) key += (i ? "," : "") + std::to_string(shape[i]);
-        key += "]";
-        if (step.kind == StepKind::Fused) {  // its instructions, loads and stores
-            key += " {";
-            for (size_t i = 0; i < step.fused->code.size(); ++i) {
-                key += (i ? " " : "") + std::string(prim_name(step.fused->code[i].prim));
-            }
-            key += "} " + std::to_string(step.fused->loads.size()) + " loads, " +
-                   std::to_string(step.fused->stores.size()) + " stores";
-        }
-        if (step.kind == StepKind::Kernel && !step.inputs.empty()) {
-            key += " <- [";
-            const Shape &in = step.inputs[0].shape;
-            for (size_t i = 0; i < in.size(); ++i) key += (i ? "," : "") + std::to_string(in[i]);
-            key += "]";
-        }
-        if (merged) key += " (+ the next step)";
-        std::lock_guard<std::mutex> lock(mutex_);
-        auto &entry = entries_[key];
-        entry.first += seconds;
-        entry.second += 1;
-    }
-    ~Profile() = default;
-
-private:
-    Profile() { std::atexit([] { get()->print(); }); }
-    void print() {
-        std::vector<std::pair<double, std::string>> rows;
-        double total = 0;
-        for (auto &e : entries_) {
-            rows.emplace_back(e.second.first, e.first);
-            total += e.second.first;
-        }
-        std::sort(rows.rbegin(), rows.rend());
-        std::fprintf(stderr, "FERROMETAL_PROFILE: %.3f s in steps\n", total);
-        for (auto &r : rows) {
-            std::fprintf(stderr, "%8.3f s %5.1f %% %8ld  %s\n", r.first, 100 * r.first / total,
-                         entries_[r.second].second, r.second.c_str());
-        }
-    }
-    std::mutex mutex_;
-    std::map<std::string, std::pair<double, long>> entries_;
-};
-
 }  // namespace
 
 static StepFusion lower(const Plan &plan) {
@@ -290,7 +227,7 @@ void run_plan(void *, void *exec_ctx, const Plan &plan, const Bindings &bindings
     if (!exec_ctx) fallback = lower(plan);
     const StepFusion &lowered = exec_ctx ? *static_cast<const StepFusion *>(exec_ctx) : fallback;
     Runner runner(plan, bindings, lowered);
-    Profile *profile = Profile::get();
+    StepProfile *profile = StepProfile::get();
     for (size_t i = 0; i < plan.steps.size(); ++i) {
         if (lowered.skip[i]) continue;
         if (!profile) {
@@ -300,7 +237,8 @@ void run_plan(void *, void *exec_ctx, const Plan &plan, const Bindings &bindings
         const auto start = std::chrono::steady_clock::now();
         runner.run_step(i);
         const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
-        profile->add(plan.steps[i], elapsed.count(), !lowered.sums[i].empty() || lowered.bias_step[i] >= 0);
+        const bool merged = !lowered.sums[i].empty() || lowered.bias_step[i] >= 0;
+        profile->add(plan.steps[i], elapsed.count(), merged ? "+ the next step" : nullptr);
     }
 }
 

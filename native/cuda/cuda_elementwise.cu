@@ -194,15 +194,50 @@ __global__ void fused_kernel(const unsigned char *image, const FusedLaunch *tabl
     }
 }
 
+// Every element a block of the channel-sum kernel visits has the same
+// channel, so a load that varies along the channel dim only (a BatchNorm's
+// mean, scale or shift) reads one value: it becomes a scalar load of that
+// value in the block's copy of the program, with no index arithmetic.
+__device__ void pin_channel_loads(unsigned char *program, int64_t channel, int64_t channels, int64_t inner) {
+    const Header &h = *reinterpret_cast<const Header *>(program);
+    Load *loads = reinterpret_cast<Load *>(program + sizeof(Header) + size_t(h.ops) * sizeof(Op) +
+                                           size_t(h.stores) * sizeof(Store));
+    for (int32_t k = 0; k < h.loads; ++k) {
+        Load &load = loads[k];
+        if (load.mode != kAlongOneDim || h.dense[load.dim] != inner || h.shape[load.dim] != channels) continue;
+        load.ptr += channel * load.strides[load.dim];
+        load.mode = kScalar;
+    }
+}
+
+// A block's sum of `value` (a deterministic tree: shuffles within warps,
+// then warp 0 over the warps); the result is valid in thread 0.
+__device__ double block_sum(double value, double *warp_sums) {
+    for (int offset = 16; offset > 0; offset /= 2) value += __shfl_down_sync(0xffffffffu, value, offset);
+    const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32, warps = int(blockDim.x) / 32;
+    __syncthreads();  // warp_sums is free again (a previous call read it)
+    if (lane == 0) warp_sums[warp] = value;
+    __syncthreads();
+    value = lane < warps && warp == 0 ? warp_sums[lane] : 0.0;
+    if (warp == 0) {
+        for (int offset = 16; offset > 0; offset /= 2) value += __shfl_down_sync(0xffffffffu, value, offset);
+    }
+    return value;
+}
+
+// Blocks are (channel, slice); a slice is a fixed range of the channel's
+// elements, walked as (image, position) so that no element needs a division.
 template <class Index>
 __global__ void fused_sums_kernel(const unsigned char *source, int bytes, ChannelSums sums, int64_t slices,
                                   bool guarded, const int32_t *abort, const uint64_t *run_index_ptr,
                                   double *partials) {
     extern __shared__ __align__(16) unsigned char program[];
-    __shared__ double lanes[kThreads];
+    __shared__ double warp_sums[kThreads / 32];
     for (int at = threadIdx.x * 8; at < bytes; at += blockDim.x * 8) {
         *reinterpret_cast<uint64_t *>(program + at) = *reinterpret_cast<const uint64_t *>(source + at);
     }
+    __syncthreads();
+    if (threadIdx.x == 0) pin_channel_loads(program, blockIdx.x, sums.channels, sums.inner);
     __syncthreads();
     const Header &h = *reinterpret_cast<const Header *>(program);
     const Store *stores = reinterpret_cast<const Store *>(program + sizeof(Header) + size_t(h.ops) * sizeof(Op));
@@ -216,25 +251,25 @@ __global__ void fused_sums_kernel(const unsigned char *source, int bytes, Channe
     const Index per_channel = Index(sums.elements / sums.channels);
     const Index per_slice = (per_channel + Index(slices) - 1) / Index(slices);
     const Index begin = slice * per_slice, end = min(per_channel, begin + per_slice);
+    const Index step = Index(blockDim.x), step_image = step / inner, step_position = step % inner;
+    Index t = begin + Index(threadIdx.x);
+    Index image = t / inner, position = t % inner;
     float r[kFusedRegisters];
     double acc[kMaxChannelSums] = {};
-    for (Index t = begin + Index(threadIdx.x); t < end; t += Index(blockDim.x)) {
-        const Index i = (t / inner * channels + channel) * inner + t % inner;
+    for (; t < end; t += step) {
+        const Index i = (image * channels + channel) * inner + position;
         evaluate(program, r, i, run_index);
         if (store) {
             for (int32_t s = 0; s < h.stores; ++s) stores[s].ptr[i] = r[stores[s].reg];
         }
         for (int32_t k = 0; k < h.sums; ++k) acc[k] += r[sum_regs[k]];
+        image += step_image;
+        position += step_position;
+        if (position >= inner) position -= inner, image += 1;
     }
     for (int32_t k = 0; k < h.sums; ++k) {
-        lanes[threadIdx.x] = acc[k];
-        __syncthreads();
-        for (int half = blockDim.x / 2; half > 0; half /= 2) {
-            if (int(threadIdx.x) < half) lanes[threadIdx.x] += lanes[threadIdx.x + half];
-            __syncthreads();
-        }
-        if (threadIdx.x == 0) partials[(int64_t(k) * sums.channels + blockIdx.x) * slices + blockIdx.y] = lanes[0];
-        __syncthreads();
+        const double total = block_sum(acc[k], warp_sums);
+        if (threadIdx.x == 0) partials[(int64_t(k) * sums.channels + blockIdx.x) * slices + blockIdx.y] = total;
     }
 }
 
@@ -247,11 +282,13 @@ __global__ void combine_channel_sums(ChannelSums sums, int64_t slices, const dou
     }
 }
 
-// Slices per channel: enough blocks to fill the GPU, each with at least a
-// few thousand elements.
+// Slices per channel: enough blocks for every multiprocessor to hold
+// several (132 on an H100), each with at least a few thousand elements.
+// The count depends on the shape only, so the sums' order does too.
 int64_t sum_slices(const ChannelSums &sums) {
+    constexpr int64_t kBlocks = 132 * 8;
     const int64_t per_channel = sums.elements / std::max<int64_t>(sums.channels, 1);
-    const int64_t want = (528 + sums.channels - 1) / std::max<int64_t>(sums.channels, 1);
+    const int64_t want = (kBlocks + sums.channels - 1) / std::max<int64_t>(sums.channels, 1);
     return std::clamp<int64_t>(std::min(want, per_channel / 2048), 1, 256);
 }
 

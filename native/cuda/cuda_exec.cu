@@ -14,6 +14,9 @@
 // channel sum taken in the pass that computes its operand, stores nothing
 // reads skipped, neighbouring groups merged); FERROMETAL_CUDA_FUSION=0
 // turns them off.
+//
+// FERROMETAL_PROFILE=1 (step_profile.h) queues every run after a plan's
+// first without the graph, with device events around each step.
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -25,16 +28,19 @@
 #include "dtype.h"
 #include "error.h"
 #include "step_fusion.h"
+#include "step_profile.h"
 
 namespace fm {
 namespace cuda {
 
 // What the plans of one device share: the cuBLAS handle (each plan brings
-// its own workspace, so that plans replaying at once never share one).
-// Runs of a device are serialised by `mutex` while they queue work.
+// its own workspace, so that plans replaying at once never share one) and
+// cuDNN, where the build has it. Runs of a device are serialised by
+// `mutex` while they queue work.
 struct DeviceExec {
     std::mutex mutex;
     cublasHandle_t blas = nullptr;
+    DnnLibrary *dnn = nullptr;  // null: convolutions through im2col
     int sm_count = 1;
 };
 
@@ -65,11 +71,17 @@ DeviceExec &device_exec(Context &ctx) {
           "cudaDeviceGetAttribute");
     check_blas(cublasCreate(&exec->blas), "cublasCreate");
     // FP32 by default (TF32 would change results in the fourth digit).
-    cublasMath_t math = env_flag("FERROMETAL_TF32", false) ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH;
-    cublasStatus_t status = cublasSetMathMode(exec->blas, math);
+    const bool tf32 = env_flag("FERROMETAL_TF32", false);
+    cublasStatus_t status = cublasSetMathMode(exec->blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
     if (status != CUBLAS_STATUS_SUCCESS) {
         cublasDestroy(exec->blas);
         check_blas(status, "cublasSetMathMode");
+    }
+    try {
+        exec->dnn = dnn_open(tf32);
+    } catch (...) {
+        cublasDestroy(exec->blas);
+        throw;
     }
     ctx.exec = exec.release();
     return *ctx.exec;
@@ -166,7 +178,12 @@ struct PlanState {
     std::vector<std::shared_ptr<const Fused>> programs;
     std::vector<std::vector<int32_t>> sum_regs;
 
+    // Per convolution step that cuDNN runs, its descriptors and algorithm.
+    std::vector<std::shared_ptr<const DnnConv>> dnn_convs;
+    DnnLibrary *dnn = nullptr;
+
     bool use_graph = true;
+    uint64_t runs = 0;  // the first is never profiled (module loading, cuBLAS's first calls)
     cudaStream_t capture = nullptr;   // private: nothing else can be captured by accident
     cudaStream_t feeder = nullptr;    // copies feeds into a slot set
     cudaEvent_t done = nullptr;
@@ -354,35 +371,77 @@ public:
 
     void enqueue(const KernelContext &k) const {
         for (size_t i = 0; i < plan_.steps.size(); ++i) {
-            const Step &step = plan_.steps[i];
-            if (st_.fusion.skip[i]) continue;
-            switch (step.kind) {
-                case StepKind::Copy:
-                    copy_bytes(k, address(step.output), address(step.inputs[0]), byte_size(step.output),
-                               st_.checks && step.output.storage == Storage::Variable);
-                    break;
-                case StepKind::Fused: {
+            if (!st_.fusion.skip[i]) enqueue_step(k, i);
+        }
+    }
+
+    // The same, with device events around every step, whose times go to
+    // the profile once the run is done (it synchronizes).
+    void enqueue_profiled(const KernelContext &k, StepProfile &profile) const {
+        std::vector<size_t> steps;
+        for (size_t i = 0; i < plan_.steps.size(); ++i) {
+            if (!st_.fusion.skip[i]) steps.push_back(i);
+        }
+        std::vector<cudaEvent_t> events(steps.size() + 1, nullptr);
+        try {
+            for (cudaEvent_t &event : events) check(cudaEventCreate(&event), "cudaEventCreate");
+            check(cudaEventRecord(events[0], k.stream), "cudaEventRecord");
+            for (size_t n = 0; n < steps.size(); ++n) {
+                enqueue_step(k, steps[n]);
+                check(cudaEventRecord(events[n + 1], k.stream), "cudaEventRecord");
+            }
+            check(cudaEventSynchronize(events.back()), "cudaEventSynchronize");
+            for (size_t n = 0; n < steps.size(); ++n) {
+                float ms = 0;
+                check(cudaEventElapsedTime(&ms, events[n], events[n + 1]), "cudaEventElapsedTime");
+                const size_t i = steps[n];
+                const char *note = nullptr;
+                if (plan_.steps[i].kind == StepKind::Fused) {
                     const PlanState::Batch &batch = st_.batches[size_t(st_.batch_of[i])];
-                    if (batch.first_step != i) break;  // launched with its batch
-                    const auto *image = static_cast<const unsigned char *>(set_.programs);
-                    if (batch.sums) {
-                        launch_fused_sums(with_workspace(k), image + batch.program_offset, batch.max_program_bytes,
-                                          batch.guarded, channel_sums(i), set_.run_index);
-                        break;
-                    }
-                    launch_fused_batch(k, image, reinterpret_cast<const FusedLaunch *>(image + batch.table_offset),
-                                       batch.count, batch.blocks, batch.max_program_bytes, batch.int32_index,
-                                       set_.run_index);
+                    if (batch.first_step != i) continue;  // timed with its batch
+                    note = batch.sums ? "+ channel sums" : batch.count > 1 ? "+ the rest of its batch" : nullptr;
+                }
+                profile.add(plan_.steps[i], ms * 1e-3, note);
+            }
+        } catch (...) {
+            for (cudaEvent_t event : events) {
+                if (event) cudaEventDestroy(event);
+            }
+            throw;
+        }
+        for (cudaEvent_t event : events) cudaEventDestroy(event);
+    }
+
+    void enqueue_step(const KernelContext &k, size_t i) const {
+        const Step &step = plan_.steps[i];
+        switch (step.kind) {
+            case StepKind::Copy:
+                copy_bytes(k, address(step.output), address(step.inputs[0]), byte_size(step.output),
+                           st_.checks && step.output.storage == Storage::Variable);
+                break;
+            case StepKind::Fused: {
+                const PlanState::Batch &batch = st_.batches[size_t(st_.batch_of[i])];
+                if (batch.first_step != i) break;  // launched with its batch
+                const auto *image = static_cast<const unsigned char *>(set_.programs);
+                if (batch.sums) {
+                    launch_fused_sums(with_workspace(k), image + batch.program_offset, batch.max_program_bytes,
+                                      batch.guarded, channel_sums(i), set_.run_index);
                     break;
                 }
-                case StepKind::Kernel:
-                    if (element_count(step.output.shape) != 0) {
-                        KernelContext tagged = k;
-                        tagged.step_tag = int32_t(i + 1);
-                        kernel(tagged, step);
-                    }
-                    break;
+                launch_fused_batch(k, image, reinterpret_cast<const FusedLaunch *>(image + batch.table_offset),
+                                   batch.count, batch.blocks, batch.max_program_bytes, batch.int32_index,
+                                   set_.run_index);
+                break;
             }
+            case StepKind::Kernel:
+                if (st_.dnn_convs[i]) {
+                    dnn_conv_run(with_workspace(k), *st_.dnn, *st_.dnn_convs[i], in(step, 0), in(step, 1), out(step));
+                } else if (element_count(step.output.shape) != 0) {
+                    KernelContext tagged = k;
+                    tagged.step_tag = int32_t(i + 1);
+                    kernel(tagged, step);
+                }
+                break;
         }
     }
 
@@ -606,16 +665,37 @@ void fuse(const Plan &plan, PlanState &st) {
     print_fused_plan_if_asked(plan, st.fusion);
 }
 
+// Captures the plan's kernels (queued on `stream`, a private one) into `graph`.
+void capture(const Runner &runner, KernelContext k, cudaStream_t stream, cudaGraphExec_t *graph) {
+    k.stream = stream;
+    check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+    try {
+        runner.enqueue(k);
+    } catch (...) {
+        cudaGraph_t broken = nullptr;
+        cudaStreamEndCapture(stream, &broken);
+        if (broken) cudaGraphDestroy(broken);
+        cudaGetLastError();
+        throw;
+    }
+    cudaGraph_t captured = nullptr;
+    check(cudaStreamEndCapture(stream, &captured), "cudaStreamEndCapture");
+    cudaError_t err = cudaGraphInstantiate(graph, captured, 0);
+    cudaGraphDestroy(captured);
+    check(err, "cudaGraphInstantiate");
+}
+
 }  // namespace
 
 void *exec_compile(void *device_ctx, const Plan &plan) {
     Context &ctx = context(device_ctx);
     activate(ctx);
     DeviceExec &de = device_exec(ctx);
-    (void)de;
     auto *raw = new PlanState();
     try {
         fuse(plan, *raw);
+        raw->dnn = de.dnn;
+        raw->dnn_convs.assign(plan.steps.size(), nullptr);
         for (size_t i = 0; i < plan.steps.size(); ++i) {
             const Step &step = plan.steps[i];
             if (raw->fusion.skip[i]) continue;
@@ -627,7 +707,19 @@ void *exec_compile(void *device_ctx, const Plan &plan) {
                 size_t bytes = 0;
                 switch (step.prim) {
                     case Prim::Conv2d: case Prim::Conv2dBackwardInput: case Prim::Conv2dBackwardWeight:
-                        bytes = conv_workspace_bytes(conv_shape(step));
+                        if (de.dnn) {
+                            KernelContext k;
+                            k.blas = de.blas;
+                            k.blas_workspace_bytes = kBlasWorkspaceBytes;
+                            k.sm_count = de.sm_count;
+                            const ConvShape shape = conv_shape(step);
+                            // The measurements use the shared cuBLAS handle, as runs do.
+                            std::lock_guard<std::mutex> lock(de.mutex);
+                            raw->dnn_convs[i] = dnn_conv(*de.dnn, step.prim, shape,
+                                                         [&] { return time_im2col_conv(k, step.prim, shape); });
+                        }
+                        bytes = raw->dnn_convs[i] ? dnn_workspace_bytes(*raw->dnn_convs[i])
+                                                  : conv_workspace_bytes(conv_shape(step));
                         break;
                     case Prim::ReduceSum: case Prim::ReduceMax: case Prim::ReduceMin:
                         bytes = reduce_workspace_bytes(step.inputs[0].shape,
@@ -784,25 +876,12 @@ void exec_run(void *device_ctx, void *exec_ctx, const Plan &plan, const Bindings
     k.sm_count = de.sm_count;
     k.errors = st.errors;
     k.abort = st.checks ? &st.errors->set : nullptr;
-    if (st.use_graph && !set.graph) {
-        k.stream = st.capture;
-        check(cudaStreamBeginCapture(st.capture, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
-        try {
-            runner.enqueue(k);
-        } catch (...) {
-            cudaGraph_t broken = nullptr;
-            cudaStreamEndCapture(st.capture, &broken);
-            if (broken) cudaGraphDestroy(broken);
-            cudaGetLastError();
-            throw;
-        }
-        cudaGraph_t graph = nullptr;
-        check(cudaStreamEndCapture(st.capture, &graph), "cudaStreamEndCapture");
-        cudaError_t err = cudaGraphInstantiate(&set.graph, graph, 0);
-        cudaGraphDestroy(graph);
-        check(err, "cudaGraphInstantiate");
-    }
-    if (st.use_graph) {
+    StepProfile *profile = st.runs++ > 0 ? StepProfile::get() : nullptr;
+    if (profile) {
+        k.stream = stream;
+        runner.enqueue_profiled(k, *profile);
+    } else if (st.use_graph) {
+        if (!set.graph) capture(runner, k, st.capture, &set.graph);
         check(cudaGraphLaunch(set.graph, stream), "cudaGraphLaunch");
     } else {
         k.stream = stream;
@@ -841,6 +920,7 @@ void release_exec(Context &ctx) noexcept {
     ctx.produced.clear();
     if (!ctx.exec) return;
     if (ctx.exec->blas) cublasDestroy(ctx.exec->blas);
+    dnn_close(ctx.exec->dnn);
     delete ctx.exec;
     ctx.exec = nullptr;
 }

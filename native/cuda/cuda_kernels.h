@@ -11,6 +11,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -129,6 +131,32 @@ void conv2d_backward_input(const KernelContext &k, const ConvShape &s, const flo
 void conv2d_backward_weight(const KernelContext &k, const ConvShape &s, const float *x, const float *dy,
                             float *dw);
 size_t conv_workspace_bytes(const ConvShape &s);
+// Milliseconds `prim` (one of the three above) takes at shape `s`: the best
+// of three runs after a warm-up, on scratch memory of its own (k's stream
+// and workspaces are not used). Synchronizes; for choosing a path at compile.
+float time_im2col_conv(KernelContext k, Prim prim, const ConvShape &s);
+
+// The same three through cuDNN (cuda_cudnn.cu; builds with the `cudnn`
+// feature). A device's library is opened once; each convolution step asks
+// dnn_conv for its descriptors and algorithm when the plan is compiled.
+struct DnnLibrary;
+struct DnnConv;
+// Null when the build has no cuDNN or FERROMETAL_CUDNN=0. Call with the device current.
+DnnLibrary *dnn_open(bool tf32);
+void dnn_close(DnnLibrary *dnn) noexcept;
+// How `prim` (Conv2d, Conv2dBackwardInput or Conv2dBackwardWeight) runs at
+// shape `s` through cuDNN, or null where the im2col path runs it: where
+// cuDNN cannot, or where `im2col_ms()` is below cuDNN's best time. The
+// first time the device meets a shape it measures, so it synchronizes:
+// call it when compiling, never while capturing. The answer is kept, so
+// every plan with the shape runs the same code and gives the same bits.
+std::shared_ptr<const DnnConv> dnn_conv(DnnLibrary &dnn, Prim prim, const ConvShape &s,
+                                        const std::function<float()> &im2col_ms);
+// Workspace (KernelContext::workspace) a run needs.
+size_t dnn_workspace_bytes(const DnnConv &conv);
+// `a` and `b` are the step's two inputs, in the primitive's order.
+void dnn_conv_run(const KernelContext &k, DnnLibrary &dnn, const DnnConv &conv, const float *a, const float *b,
+                  float *out);
 
 void max_pool2d_forward(const KernelContext &k, const PoolShape &s, const float *x, float *y);
 void max_pool2d_backward(const KernelContext &k, const PoolShape &s, const float *x, const float *dy, float *dx);
