@@ -9,7 +9,7 @@
 #   usage: export CUDA_HOME=$(scripts/install-cuda-toolkit.sh [--cudnn] [VENV_DIR])
 set -euo pipefail
 packages=("nvidia-cuda-nvcc==13.0.88" "nvidia-cuda-runtime==13.0.*" "nvidia-cuda-crt==13.0.*"
-  "nvidia-nvvm==13.0.*" "nvidia-cublas==13.1.0.3" "nvidia-cuda-cccl==13.0.*")
+  "nvidia-nvvm==13.0.*" "nvidia-cublas==13.1.0.3" "nvidia-cuda-cccl==13.0.*" "nvidia-cuda-nvrtc==13.0.*")
 if [ "${1:-}" = --cudnn ]; then
   packages+=("nvidia-cudnn-cu13==9.14.0.64")
   shift

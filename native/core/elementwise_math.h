@@ -1,14 +1,19 @@
 // The elementwise primitives as scalar functions, shared by every backend's
 // fused interpreter (the CPU's loops and the CUDA kernel call the same
 // definitions), so the backends differ only in the math library's last-ulp
-// rounding, never in formulas or NaN handling.
+// rounding, never in formulas or NaN handling. The CUDA backend also
+// compiles this header at run time (NVRTC, cuda_jit.cu), where the fused
+// kernels call apply() with constant primitives; there it has no includes
+// but prim.h, and the compiler defines __CUDACC_RTC__.
 #pragma once
 
+#ifndef __CUDACC_RTC__
 #include <cmath>
 #include <cstdint>
 
-#include "graph.h"
 #include "kernel_shapes.h"  // FM_HOST_DEVICE
+#endif
+#include "prim.h"
 
 namespace fm::ew {
 

@@ -17,6 +17,7 @@
 #include <cstring>
 
 #include "cuda_check.h"
+#include "cuda_fused_device.h"
 #include "cuda_kernels.h"
 #include "elementwise_math.h"
 #include "error.h"
@@ -210,21 +211,6 @@ __device__ void pin_channel_loads(unsigned char *program, int64_t channel, int64
     }
 }
 
-// A block's sum of `value` (a deterministic tree: shuffles within warps,
-// then warp 0 over the warps); the result is valid in thread 0.
-__device__ double block_sum(double value, double *warp_sums) {
-    for (int offset = 16; offset > 0; offset /= 2) value += __shfl_down_sync(0xffffffffu, value, offset);
-    const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32, warps = int(blockDim.x) / 32;
-    __syncthreads();  // warp_sums is free again (a previous call read it)
-    if (lane == 0) warp_sums[warp] = value;
-    __syncthreads();
-    value = lane < warps && warp == 0 ? warp_sums[lane] : 0.0;
-    if (warp == 0) {
-        for (int offset = 16; offset > 0; offset /= 2) value += __shfl_down_sync(0xffffffffu, value, offset);
-    }
-    return value;
-}
-
 // Blocks are (channel, slice); a slice is a fixed range of the channel's
 // elements, walked as (image, position) so that no element needs a division.
 template <class Index>
@@ -273,7 +259,7 @@ __global__ void fused_sums_kernel(const unsigned char *source, int bytes, Channe
     }
 }
 
-__global__ void combine_channel_sums(ChannelSums sums, int64_t slices, const double *partials) {
+__global__ void combine_channel_sums_kernel(ChannelSums sums, int64_t slices, const double *partials) {
     const int64_t total = int64_t(sums.count) * sums.channels, stride = int64_t(gridDim.x) * blockDim.x;
     for (int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; o < total; o += stride) {
         double acc = 0;
@@ -282,21 +268,49 @@ __global__ void combine_channel_sums(ChannelSums sums, int64_t slices, const dou
     }
 }
 
-// Slices per channel: enough blocks for every multiprocessor to hold
-// several (132 on an H100), each with at least a few thousand elements.
-// The count depends on the shape only, so the sums' order does too.
-int64_t sum_slices(const ChannelSums &sums) {
+}  // namespace
+
+// Enough blocks for every multiprocessor to hold several (132 on an H100),
+// each with at least a few thousand elements. The count depends on the
+// shape only, so the sums' order does too.
+int64_t channel_sum_slices(const ChannelSums &sums) {
     constexpr int64_t kBlocks = 132 * 8;
     const int64_t per_channel = sums.elements / std::max<int64_t>(sums.channels, 1);
     const int64_t want = (kBlocks + sums.channels - 1) / std::max<int64_t>(sums.channels, 1);
     return std::clamp<int64_t>(std::min(want, per_channel / 2048), 1, 256);
 }
 
+namespace {
+
 bool supported(Prim prim) {
     return prim_is_elementwise(prim) || prim == Prim::DropoutMask;
 }
 
 }  // namespace
+
+LoadPattern load_pattern(const Shape &in, const Shape &group) {
+    LoadPattern pattern;
+    const int64_t count = element_count(in);
+    if (count == 1) {
+        pattern.kind = LoadKind::Scalar;
+    } else if (count == element_count(group)) {
+        pattern.kind = LoadKind::Contiguous;  // same elements, so the same layout
+    } else {
+        pattern.kind = LoadKind::Strided;
+        int64_t stride = 1;
+        for (size_t k = in.size(); k-- > 0;) {
+            size_t o = k + group.size() - in.size();
+            pattern.strides[o] = in[k] == 1 ? 0 : stride;
+            stride *= in[k];
+        }
+        int varying = 0;
+        for (size_t d = 0; d < group.size(); ++d) {
+            if (pattern.strides[d] != 0) varying += 1, pattern.dim = int32_t(d);
+        }
+        if (varying == 1) pattern.kind = LoadKind::AlongOneDim;
+    }
+    return pattern;
+}
 
 std::string fused_misfit(const Fused &fused, const std::vector<int32_t> &sum_regs) {
     for (const FusedInstruction &ins : fused.code) {
@@ -353,28 +367,15 @@ FusedProgram build_fused(const Fused &fused, const std::vector<const float *> &l
     }
     std::vector<Load> loads;
     for (size_t i = 0; i < fused.loads.size(); ++i) {
-        const Shape &in = fused.loads[i].shape;
+        const LoadPattern pattern = load_pattern(fused.loads[i].shape, fused.shape);
         Load load{};
         load.ptr = load_ptrs[i];
-        int64_t count = element_count(in);
-        if (count == 1) {
-            load.mode = kScalar;
-        } else if (count == total) {
-            load.mode = kContiguous;  // same elements, so the same layout
-        } else {
-            load.mode = kStrided;
-            int64_t stride = 1;
-            for (size_t k = in.size(); k-- > 0;) {
-                size_t o = k + fused.shape.size() - in.size();
-                load.strides[o] = in[k] == 1 ? 0 : stride;
-                stride *= in[k];
-            }
-            int varying = 0;
-            for (size_t d = 0; d < fused.shape.size(); ++d) {
-                if (load.strides[d] != 0) varying += 1, load.dim = int32_t(d);
-            }
-            if (varying == 1) load.mode = kAlongOneDim;
-        }
+        load.mode = pattern.kind == LoadKind::Contiguous ? kContiguous
+                    : pattern.kind == LoadKind::Scalar   ? kScalar
+                    : pattern.kind == LoadKind::Strided  ? kStrided
+                                                         : kAlongOneDim;
+        load.dim = pattern.dim;
+        std::memcpy(load.strides, pattern.strides, sizeof load.strides);
         loads.push_back(load);
     }
     FusedProgram program;
@@ -415,13 +416,13 @@ void launch_fused_batch(const KernelContext &k, const unsigned char *image, cons
 }
 
 size_t fused_sums_workspace_bytes(const ChannelSums &sums) {
-    return size_t(sums.count * sums.channels * sum_slices(sums)) * sizeof(double);
+    return size_t(sums.count * sums.channels * channel_sum_slices(sums)) * sizeof(double);
 }
 
 void launch_fused_sums(const KernelContext &k, const unsigned char *program, size_t program_bytes, bool guarded,
                        const ChannelSums &sums, const uint64_t *run_index) {
     if (sums.elements == 0 || sums.channels == 0) return;
-    const int64_t slices = sum_slices(sums);
+    const int64_t slices = channel_sum_slices(sums);
     auto *partials = static_cast<double *>(k.workspace);
     dim3 grid(unsigned(sums.channels), unsigned(slices));
     if (sums.elements < kInt32Limit) {
@@ -432,7 +433,13 @@ void launch_fused_sums(const KernelContext &k, const unsigned char *program, siz
             program, int(program_bytes), sums, slices, guarded, k.abort, run_index, partials);
     }
     check_launch("fused elementwise kernel with channel sums");
-    combine_channel_sums<<<blocks_for(sums.count * sums.channels, k), kThreads, 0, k.stream>>>(sums, slices, partials);
+    combine_channel_sums(k, sums, partials);
+}
+
+void combine_channel_sums(const KernelContext &k, const ChannelSums &sums, const double *partials) {
+    const int64_t slices = channel_sum_slices(sums);
+    combine_channel_sums_kernel<<<blocks_for(sums.count * sums.channels, k), kThreads, 0, k.stream>>>(sums, slices,
+                                                                                                       partials);
     check_launch("channel sums (combining slices)");
 }
 

@@ -41,6 +41,7 @@ struct DeviceExec {
     std::mutex mutex;
     cublasHandle_t blas = nullptr;
     DnnLibrary *dnn = nullptr;  // null: convolutions through im2col
+    JitCache *jit = nullptr;    // null: every fused group in the interpreter
     int sm_count = 1;
 };
 
@@ -79,7 +80,9 @@ DeviceExec &device_exec(Context &ctx) {
     }
     try {
         exec->dnn = dnn_open(tf32);
+        exec->jit = jit_open(ctx.index);
     } catch (...) {
+        dnn_close(exec->dnn);
         cublasDestroy(exec->blas);
         throw;
     }
@@ -177,6 +180,9 @@ struct PlanState {
     StepFusion fusion;
     std::vector<std::shared_ptr<const Fused>> programs;
     std::vector<std::vector<int32_t>> sum_regs;
+
+    // Per fused step compiled to its own kernel, that kernel (else none).
+    std::vector<JitKernel> jit;
 
     // Per convolution step that cuDNN runs, its descriptors and algorithm.
     std::vector<std::shared_ptr<const DnnConv>> dnn_convs;
@@ -284,6 +290,10 @@ public:
             const Step &step = plan_.steps[i];
             if (st_.fusion.skip[i]) continue;
             if (step.kind != StepKind::Fused) {
+                open = false;
+                continue;
+            }
+            if (st_.jit[i].kernel) {  // launched alone, in its place
                 open = false;
                 continue;
             }
@@ -396,7 +406,9 @@ public:
                 check(cudaEventElapsedTime(&ms, events[n], events[n + 1]), "cudaEventElapsedTime");
                 const size_t i = steps[n];
                 const char *note = nullptr;
-                if (plan_.steps[i].kind == StepKind::Fused) {
+                if (plan_.steps[i].kind == StepKind::Fused && st_.jit[i].kernel) {
+                    note = st_.jit[i].sums ? "compiled, + channel sums" : "compiled";
+                } else if (plan_.steps[i].kind == StepKind::Fused) {
                     const PlanState::Batch &batch = st_.batches[size_t(st_.batch_of[i])];
                     if (batch.first_step != i) continue;  // timed with its batch
                     note = batch.sums ? "+ channel sums" : batch.count > 1 ? "+ the rest of its batch" : nullptr;
@@ -420,6 +432,7 @@ public:
                            st_.checks && step.output.storage == Storage::Variable);
                 break;
             case StepKind::Fused: {
+                if (st_.jit[i].kernel) return launch_compiled(k, i);
                 const PlanState::Batch &batch = st_.batches[size_t(st_.batch_of[i])];
                 if (batch.first_step != i) break;  // launched with its batch
                 const auto *image = static_cast<const unsigned char *>(set_.programs);
@@ -446,6 +459,23 @@ public:
     }
 
 private:
+    void launch_compiled(const KernelContext &k, size_t i) const {
+        const Fused &fused = *st_.programs[i];
+        std::vector<const float *> loads;
+        std::vector<float *> stores;
+        bool writes_variables = false;
+        for (const TensorRef &ref : fused.loads) loads.push_back(reinterpret_cast<const float *>(address(ref)));
+        for (const auto &store : fused.stores) {
+            stores.push_back(reinterpret_cast<float *>(address(store.second)));
+            writes_variables |= store.second.storage == Storage::Variable;
+        }
+        const JitKernel &kernel = st_.jit[i];
+        ChannelSums sums;
+        if (kernel.sums) sums = channel_sums(i);
+        jit_launch(with_workspace(k), kernel, loads, stores, writes_variables && st_.checks,
+                   kernel.sums ? &sums : nullptr, set_.run_index);
+    }
+
     KernelContext with_workspace(const KernelContext &k) const {
         KernelContext with = k;
         with.workspace = st_.workspace;
@@ -665,6 +695,28 @@ void fuse(const Plan &plan, PlanState &st) {
     print_fused_plan_if_asked(plan, st.fusion);
 }
 
+// Compiles the fused steps of at least jit_min_elements() to kernels of
+// their own (all of a plan's in one NVRTC program).
+void compile_large_groups(DeviceExec &de, const Plan &plan, PlanState &st) {
+    st.jit.assign(plan.steps.size(), JitKernel{});
+    if (!de.jit) return;
+    std::vector<JitGroup> groups;
+    std::vector<size_t> steps;
+    const int64_t min_elements = jit_min_elements();
+    for (size_t i = 0; i < plan.steps.size(); ++i) {
+        if (st.fusion.skip[i] || plan.steps[i].kind != StepKind::Fused) continue;
+        if (element_count(st.programs[i]->shape) < min_elements) continue;
+        JitGroup group;
+        group.fused = st.programs[i].get();
+        group.sum_regs = st.sum_regs[i];
+        if (!group.sum_regs.empty()) group.sums = sums_geometry(st, i);
+        groups.push_back(group);
+        steps.push_back(i);
+    }
+    std::vector<JitKernel> kernels = jit_compile(*de.jit, groups);
+    for (size_t g = 0; g < steps.size(); ++g) st.jit[steps[g]] = kernels[g];
+}
+
 // Captures the plan's kernels (queued on `stream`, a private one) into `graph`.
 void capture(const Runner &runner, KernelContext k, cudaStream_t stream, cudaGraphExec_t *graph) {
     k.stream = stream;
@@ -696,6 +748,7 @@ void *exec_compile(void *device_ctx, const Plan &plan) {
         fuse(plan, *raw);
         raw->dnn = de.dnn;
         raw->dnn_convs.assign(plan.steps.size(), nullptr);
+        compile_large_groups(de, plan, *raw);
         for (size_t i = 0; i < plan.steps.size(); ++i) {
             const Step &step = plan.steps[i];
             if (raw->fusion.skip[i]) continue;
@@ -921,6 +974,7 @@ void release_exec(Context &ctx) noexcept {
     if (!ctx.exec) return;
     if (ctx.exec->blas) cublasDestroy(ctx.exec->blas);
     dnn_close(ctx.exec->dnn);
+    jit_close(ctx.exec->jit);
     delete ctx.exec;
     ctx.exec = nullptr;
 }

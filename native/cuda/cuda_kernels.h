@@ -62,6 +62,17 @@ struct FusedProgram {
     int64_t elements = 0;
     bool writes_variables = false;
 };
+// How a fused group reads one of its loads at the group's element i:
+// load[i] (Contiguous), load[0] (Scalar), through `strides` per dim of the
+// group (Strided, a broadcast), or along the one dim `dim` whose stride is
+// nonzero (AlongOneDim, a per-channel vector, say).
+enum class LoadKind { Contiguous, Scalar, Strided, AlongOneDim };
+struct LoadPattern {
+    LoadKind kind = LoadKind::Contiguous;
+    int32_t dim = 0;
+    int64_t strides[FM_MAX_RANK] = {};
+};
+LoadPattern load_pattern(const Shape &load, const Shape &group);
 // The number of registers the interpreter has; a group needing more is
 // refused when the plan is compiled.
 constexpr int kFusedRegisters = 40;
@@ -110,6 +121,47 @@ size_t fused_sums_workspace_bytes(const ChannelSums &sums);
 // registers; `guarded` skips its stores once the run found a data error.
 void launch_fused_sums(const KernelContext &k, const unsigned char *program, size_t program_bytes, bool guarded,
                        const ChannelSums &sums, const uint64_t *run_index);
+// Blocks per channel (slices) of a channel-sum pass: blockIdx = (channel,
+// slice); slice s of a channel covers its elements [s * per_slice, ...)
+// with per_slice = ceil(elements per channel / slices), and writes its
+// partial sum k to partials[(k * channels + channel) * slices + s].
+int64_t channel_sum_slices(const ChannelSums &sums);
+// Adds up those partials, in slice order, into sums.out.
+void combine_channel_sums(const KernelContext &k, const ChannelSums &sums, const double *partials);
+
+// ---- Fused elementwise, compiled at run time (cuda_jit.cu) -----------------
+
+// A device's NVRTC-compiled groups, by source. Null from jit_open when
+// FERROMETAL_CUDA_JIT=0.
+struct JitCache;
+JitCache *jit_open(int device);
+void jit_close(JitCache *cache) noexcept;
+// Groups of at least this many elements are compiled (FERROMETAL_CUDA_JIT_MIN).
+int64_t jit_min_elements();
+struct JitModule;
+struct JitKernel {
+    std::shared_ptr<JitModule> module;  // keeps the code loaded
+    cudaKernel_t kernel = nullptr;
+    size_t loads = 0, stores = 0;
+    int64_t elements = 0;
+    bool sums = false;
+};
+// A group to compile: its program and, if it takes channel sums, their
+// registers and geometry (destinations are not needed).
+struct JitGroup {
+    const Fused *fused = nullptr;
+    std::vector<int32_t> sum_regs;
+    ChannelSums sums;
+};
+// Compiles `groups` together (once per distinct source on the device), so
+// it may take a while: call it when compiling a plan.
+std::vector<JitKernel> jit_compile(JitCache &cache, const std::vector<JitGroup> &groups);
+// Runs a compiled group on its operands (in the group's load and store
+// order). `guarded`: skip the stores once the run found a data error. A
+// group with sums needs k.workspace of fused_sums_workspace_bytes(*sums).
+void jit_launch(const KernelContext &k, const JitKernel &kernel, const std::vector<const float *> &loads,
+                const std::vector<float *> &stores, bool guarded, const ChannelSums *sums,
+                const uint64_t *run_index);
 
 // ---- Matrix products (cuBLAS) ---------------------------------------------
 
