@@ -14,6 +14,9 @@
 // channel sum taken in the pass that computes its operand, stores nothing
 // reads skipped, neighbouring groups merged); FERROMETAL_CUDA_FUSION=0
 // turns them off.
+// Each fused group is then compiled to a kernel of its own (cuda_jit.cu);
+// with FERROMETAL_CUDA_JIT=0 the interpreter (cuda_elementwise.cu) runs
+// them instead, independent neighbours batched into one launch.
 //
 // FERROMETAL_PROFILE=1 (step_profile.h) queues every run after a plan's
 // first without the graph, with device events around each step.
@@ -406,7 +409,9 @@ public:
                 check(cudaEventElapsedTime(&ms, events[n], events[n + 1]), "cudaEventElapsedTime");
                 const size_t i = steps[n];
                 const char *note = nullptr;
-                if (plan_.steps[i].kind == StepKind::Fused && st_.jit[i].kernel) {
+                if (st_.dnn_convs[i]) {
+                    note = "cuDNN";
+                } else if (plan_.steps[i].kind == StepKind::Fused && st_.jit[i].kernel) {
                     note = st_.jit[i].sums ? "compiled, + channel sums" : "compiled";
                 } else if (plan_.steps[i].kind == StepKind::Fused) {
                     const PlanState::Batch &batch = st_.batches[size_t(st_.batch_of[i])];

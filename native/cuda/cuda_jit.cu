@@ -13,8 +13,11 @@
 //
 // The source depends on the group's structure and shape, not on its
 // addresses (those are kernel parameters), so a device compiles each
-// distinct source once. FERROMETAL_CUDA_JIT=0 turns this off;
-// FERROMETAL_CUDA_JIT_MIN sets the smallest group compiled (elements).
+// distinct source once. Every group is compiled by default: even small
+// ones, launched one by one, beat the interpreter's batches of them (H100:
+// mlp 8.1k -> 9.2k steps/s, cnn64 3.8k -> 4.4k). FERROMETAL_CUDA_JIT=0
+// turns this off; FERROMETAL_CUDA_JIT_MIN sets the smallest group compiled
+// (elements), the rest going to the interpreter.
 #include <nvrtc.h>
 
 #include <cinttypes>
@@ -252,7 +255,7 @@ void jit_close(JitCache *cache) noexcept { delete cache; }
 int64_t jit_min_elements() {
     const char *value = std::getenv("FERROMETAL_CUDA_JIT_MIN");
     if (value && *value) return std::max<int64_t>(1, std::strtoll(value, nullptr, 10));
-    return int64_t(1) << 18;
+    return 1;
 }
 
 std::vector<JitKernel> jit_compile(JitCache &cache, const std::vector<JitGroup> &groups) {

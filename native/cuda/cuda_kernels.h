@@ -136,7 +136,8 @@ void combine_channel_sums(const KernelContext &k, const ChannelSums &sums, const
 struct JitCache;
 JitCache *jit_open(int device);
 void jit_close(JitCache *cache) noexcept;
-// Groups of at least this many elements are compiled (FERROMETAL_CUDA_JIT_MIN).
+// Groups of at least this many elements are compiled (FERROMETAL_CUDA_JIT_MIN;
+// by default 1: every group).
 int64_t jit_min_elements();
 struct JitModule;
 struct JitKernel {
