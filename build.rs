@@ -266,7 +266,8 @@ fn write_jit_headers(native: &Path, dir: &Path) {
     fs::create_dir_all(dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     let target = dir.join("fm_jit_headers.inc");
     if fs::read_to_string(&target).ok().as_deref() != Some(inc.as_str()) {
-        fs::write(&target, inc).unwrap_or_else(|e| panic!("cannot write {}: {e}", target.display()));
+        fs::write(&target, inc)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", target.display()));
     }
 }
 
