@@ -121,6 +121,15 @@ bool pick(const Perf *perf, int count, bool tf32, DnnConv *conv) {
     return false;
 }
 
+// Runs `find` (one of cudnnFind*Algorithm) and picks from what it measured.
+template <class Perf, int kCount, class Find>
+bool measure(DnnLibrary &dnn, DnnConv *conv, const char *call, Find find) {
+    Perf perf[kCount];
+    int returned = 0;
+    check_dnn(find(kCount, &returned, perf), call);
+    return pick(perf, returned, dnn.tf32, conv);
+}
+
 std::shared_ptr<const DnnConv> choose(DnnLibrary &dnn, Prim prim, const ConvShape &s) {
     if (s.n == 0 || s.c_out == 0 || s.out_h == 0 || s.out_w == 0 || !fits_int(s)) return nullptr;
     auto conv = std::make_shared<DnnConv>();
@@ -153,35 +162,29 @@ std::shared_ptr<const DnnConv> choose(DnnLibrary &dnn, Prim prim, const ConvShap
     if (n != s.n || c != s.c_out || h != s.out_h || w != s.out_w) return nullptr;
 
     check_dnn(cudnnSetStream(dnn.handle, dnn.measure), "cudnnSetStream");
-    int returned = 0;
     bool found = false;
     switch (prim) {
-        case Prim::Conv2d: {
-            cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-            check_dnn(cudnnFindConvolutionForwardAlgorithm(dnn.handle, conv->x, conv->w, conv->conv, conv->y,
-                                                           CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf),
-                      "cudnnFindConvolutionForwardAlgorithm");
-            found = pick(perf, returned, dnn.tf32, conv.get());
+        case Prim::Conv2d:
+            found = measure<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT>(
+                dnn, conv.get(), "cudnnFindConvolutionForwardAlgorithm", [&](int n, int *returned, auto *perf) {
+                    return cudnnFindConvolutionForwardAlgorithm(dnn.handle, conv->x, conv->w, conv->conv, conv->y, n,
+                                                                returned, perf);
+                });
             break;
-        }
-        case Prim::Conv2dBackwardInput: {
-            cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-            check_dnn(cudnnFindConvolutionBackwardDataAlgorithm(dnn.handle, conv->w, conv->y, conv->conv, conv->x,
-                                                                CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned,
-                                                                perf),
-                      "cudnnFindConvolutionBackwardDataAlgorithm");
-            found = pick(perf, returned, dnn.tf32, conv.get());
+        case Prim::Conv2dBackwardInput:
+            found = measure<cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
+                dnn, conv.get(), "cudnnFindConvolutionBackwardDataAlgorithm", [&](int n, int *returned, auto *perf) {
+                    return cudnnFindConvolutionBackwardDataAlgorithm(dnn.handle, conv->w, conv->y, conv->conv, conv->x,
+                                                                     n, returned, perf);
+                });
             break;
-        }
-        case Prim::Conv2dBackwardWeight: {
-            cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-            check_dnn(cudnnFindConvolutionBackwardFilterAlgorithm(dnn.handle, conv->x, conv->y, conv->conv, conv->w,
-                                                                  CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned,
-                                                                  perf),
-                      "cudnnFindConvolutionBackwardFilterAlgorithm");
-            found = pick(perf, returned, dnn.tf32, conv.get());
+        case Prim::Conv2dBackwardWeight:
+            found = measure<cudnnConvolutionBwdFilterAlgoPerf_t, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT>(
+                dnn, conv.get(), "cudnnFindConvolutionBackwardFilterAlgorithm", [&](int n, int *returned, auto *perf) {
+                    return cudnnFindConvolutionBackwardFilterAlgorithm(dnn.handle, conv->x, conv->y, conv->conv,
+                                                                       conv->w, n, returned, perf);
+                });
             break;
-        }
         default: fail(FM_ERR_INTERNAL, "dnn_conv: ", prim_name(prim), " is not a convolution");
     }
     check(cudaStreamSynchronize(dnn.measure), "cudaStreamSynchronize");
