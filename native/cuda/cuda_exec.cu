@@ -822,7 +822,7 @@ void fuse(const Plan &plan, PlanState &st) {
 
 // Compiles the fused steps of at least jit_min_elements() to kernels of
 // their own (all of a plan's in one NVRTC program).
-void compile_large_groups(DeviceExec &de, const Plan &plan, PlanState &st) {
+void compile_fused_groups(DeviceExec &de, const Plan &plan, PlanState &st) {
     st.jit.assign(plan.steps.size(), JitKernel{});
     if (!de.jit) return;
     std::vector<JitGroup> groups;
@@ -894,7 +894,7 @@ void *exec_compile(void *device_ctx, const Plan &plan) {
         fuse(plan, *raw);
         raw->dnn = de.dnn;
         raw->dnn_convs.assign(plan.steps.size(), nullptr);
-        compile_large_groups(de, plan, *raw);
+        compile_fused_groups(de, plan, *raw);
         raw->workspace_need.assign(plan.steps.size(), 0);
         raw->blas_lane.assign(plan.steps.size(), -1);
         size_t gemm_steps = 0;
