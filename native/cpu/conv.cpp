@@ -389,9 +389,11 @@ void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight
     for (int64_t group = 0; group < s.groups; ++group) {
         gemm::pack_a(weight + group * g.cout_g * g.k, g.k, 1, g.cout_g, g.k, packed.data() + group * group_floats);
     }
-    // Stride 1, rows of output a multiple of half a micro-tile: the GEMM
-    // reads the (padded) image in place instead of packing im2col slices.
-    const bool indirect = s.stride_h == 1 && s.stride_w == 1 && s.out_w % (nr / 2) == 0 && g.p % nr == 0 &&
+    // Stride 1, rows of output a multiple of the indirect kernels' run (half
+    // or a quarter of a micro-tile): the GEMM reads the (padded) image in
+    // place instead of packing im2col slices.
+    const int64_t run = gemm::indirect_run(s.out_w);
+    const bool indirect = s.stride_h == 1 && s.stride_w == 1 && run > 0 && g.p % nr == 0 &&
                           s.out_h == s.h + 2 * s.pad_h - s.dilation_h * (s.kh - 1) &&
                           s.out_w == s.w + 2 * s.pad_w - s.dilation_w * (s.kw - 1);
     const int64_t block = column_block(g.p, s.n * s.groups, 2.0 * double(g.cout_g * g.k));
@@ -425,14 +427,15 @@ void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight
                     const int64_t c = r / (s.kh * s.kw), ki = r / s.kw % s.kh, kj = r % s.kw;
                     offsets[size_t(r)] = c * hp * wp + ki * s.dilation_h * wp + kj * s.dilation_w;
                 }
-                const int64_t cols = std::min(block, g.p - j0), half = nr / 2;
-                bases.resize(size_t(cols / half));
-                for (int64_t j = 0; j < cols; j += half) {
+                const int64_t cols = std::min(block, g.p - j0);
+                bases.resize(size_t(cols / run));
+                for (int64_t j = 0; j < cols; j += run) {
                     const int64_t oy = (j0 + j) / s.out_w, ox = (j0 + j) % s.out_w;
-                    bases[size_t(j / half)] = padded.data() + oy * wp + ox;
+                    bases[size_t(j / run)] = padded.data() + oy * wp + ox;
                 }
                 gemm::multiply_indirect(packed.data() + group * group_floats, g.k, g.cout_g, offsets.data(),
-                                        bases.data(), cols, y + (image * s.c_out + group * g.cout_g) * g.p + j0, g.p);
+                                        bases.data(), run, cols, y + (image * s.c_out + group * g.cout_g) * g.p + j0,
+                                        g.p);
             } else {
             gemm::multiply(
                 packed.data() + group * group_floats, g.k, 0, g.cout_g, j0, std::min(block, g.p - j0),

@@ -45,11 +45,15 @@ void multiply(const float *packed_a, int64_t k, int64_t i0, int64_t rows, int64_
 
 // A GEMM whose B is read in place through row offsets, for a stride-1
 // convolution straight from its (padded) image: column j of B, row p, is
-// bases[j / H][offsets[p] + j % H] with H = tile_cols() / 2, for cols a
-// multiple of tile_cols(). C (rows x cols, row stride ldc) = op(A) B; the
-// same arithmetic, so the same bits, as multiply.
+// bases[j / run][offsets[p] + j % run], for cols a multiple of
+// tile_cols(). `run` comes from indirect_run. C (rows x cols, row stride
+// ldc) = op(A) B; the same arithmetic, so the same bits, as multiply.
 void multiply_indirect(const float *packed_a, int64_t k, int64_t rows, const int64_t *offsets,
-                       const float *const *bases, int64_t cols, float *c, int64_t ldc);
+                       const float *const *bases, int64_t run, int64_t cols, float *c, int64_t ldc);
+// The columns per base that multiply_indirect can take for an image whose
+// rows are `row_width` wide (half a micro-tile, or a quarter where the
+// kernels have it), or 0 if none divides it.
+int64_t indirect_run(int64_t row_width);
 
 // For two operands whose rows are both contiguous in k (C = A B^T, as in a
 // convolution's weight gradient), no packing is needed: c[i * ldc + j] +=

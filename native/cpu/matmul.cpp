@@ -59,7 +59,8 @@ struct Isa {
     const char *name;
     int64_t mr, nr;
     MicroKernel kernel;
-    IndirectKernel indirect;
+    IndirectKernel indirect;          // two bases per tile (runs of nr / 2 columns)
+    IndirectKernel indirect_quarters;  // four (runs of nr / 4), where nr / 4 >= 8; else null
     void (*dot)(int64_t, int64_t, const float *, int64_t, int64_t, const float *, int64_t, int64_t, float *, int64_t, int,
                 int);
 };
@@ -177,9 +178,19 @@ __attribute__((target("avx512f"))) void transpose16_to_panels(const float *const
     }
 }
 
+// 16 floats: 8 from `first`, then 8 from `second`.
+__attribute__((target("avx512f"), always_inline)) inline __m512 join_runs(const float *first, const float *second) {
+    // The 128-bit blocks 0 and 1 of each (0x44 = blocks 0, 1 of the first, 0, 1 of the second).
+    return _mm512_maskz_shuffle_f32x4(0xFFFF, _mm512_castps256_ps512(_mm256_loadu_ps(first)),
+                                      _mm512_castps256_ps512(_mm256_loadu_ps(second)), 0x44);
+}
+
 // The indirect variants (gemm::multiply_indirect): row p of the tile's
 // first half of columns is read at b[0] + offsets[p], of its second half
-// at b[1] + offsets[p]; otherwise the same arithmetic as above.
+// at b[1] + offsets[p]; otherwise the same arithmetic as above. With
+// kQuarters, each quarter (8 columns) has its own base b[0..3], for images
+// whose rows are 8 wide (cifar's 8 x 8 layers) or an odd multiple of 8.
+template <bool kQuarters>
 __attribute__((target("avx512f"))) void indirect_avx512_8x32(int64_t kc, const float *a, const float *const *b,
                                                              const int64_t *offsets, float *c, int64_t ldc,
                                                              bool load) {
@@ -190,9 +201,16 @@ __attribute__((target("avx512f"))) void indirect_avx512_8x32(int64_t kc, const f
         lo[i] = load ? _mm512_loadu_ps(c + i * ldc) : _mm512_setzero_ps();
         hi[i] = load ? _mm512_loadu_ps(c + i * ldc + 16) : _mm512_setzero_ps();
     }
-    const float *b0 = b[0], *b1 = b[1];
     for (int64_t p = 0; p < kc; ++p) {
-        const __m512 x0 = _mm512_loadu_ps(b0 + offsets[p]), x1 = _mm512_loadu_ps(b1 + offsets[p]);
+        const int64_t at = offsets[p];
+        __m512 x0, x1;
+        if constexpr (kQuarters) {
+            x0 = join_runs(b[0] + at, b[1] + at);
+            x1 = join_runs(b[2] + at, b[3] + at);
+        } else {
+            x0 = _mm512_loadu_ps(b[0] + at);
+            x1 = _mm512_loadu_ps(b[1] + at);
+        }
         const float *ap = a + p * kRows;
 #pragma GCC unroll 8
         for (int i = 0; i < kRows; ++i) {
@@ -390,10 +408,16 @@ void dot_generic_4x4(int64_t k, int64_t images, const float *a, int64_t lda, int
 }
 
 Isa pick_isa() {
-    const Isa generic{"generic", 4, 16, kernel_generic_4x16, indirect_generic_4x16, dot_generic_4x4};
+    const Isa generic{"generic", 4, 16, kernel_generic_4x16, indirect_generic_4x16, nullptr, dot_generic_4x4};
 #if FM_X86_KERNELS
-    const Isa avx512{"avx512", 8, 32, kernel_avx512_8x32, indirect_avx512_8x32, dot_avx512_4x4};
-    const Isa avx2{"avx2", 6, 16, kernel_avx2_6x16, indirect_avx2_6x16, dot_avx2_4x4};
+    const Isa avx512{"avx512",
+                     8,
+                     32,
+                     kernel_avx512_8x32,
+                     indirect_avx512_8x32<false>,
+                     indirect_avx512_8x32<true>,
+                     dot_avx512_4x4};
+    const Isa avx2{"avx2", 6, 16, kernel_avx2_6x16, indirect_avx2_6x16, nullptr, dot_avx2_4x4};
     __builtin_cpu_init();
     const bool has_avx512 = __builtin_cpu_supports("avx512f");
     const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -612,27 +636,35 @@ void multiply(const float *packed_a, int64_t depth, int64_t i0, int64_t rows, in
     }
 }
 
-void multiply_indirect(const float *packed_a, int64_t depth, int64_t rows, const int64_t *offsets,
-                       const float *const *bases, int64_t cols, float *c, int64_t ldc) {
+int64_t indirect_run(int64_t row_width) {
     const Isa &k = isa();
+    if (row_width % (k.nr / 2) == 0) return k.nr / 2;
+    if (k.indirect_quarters && row_width % (k.nr / 4) == 0) return k.nr / 4;
+    return 0;
+}
+
+void multiply_indirect(const float *packed_a, int64_t depth, int64_t rows, const int64_t *offsets,
+                       const float *const *bases, int64_t run, int64_t cols, float *c, int64_t ldc) {
+    const Isa &k = isa();
+    const IndirectKernel indirect = run == k.nr / 2 ? k.indirect : k.indirect_quarters;
     alignas(64) float edge[8 * 32];
     for (int64_t p0 = 0; p0 < depth; p0 += kDepthBlock) {
         const int64_t kc = std::min(kDepthBlock, depth - p0);
         const bool load = p0 > 0;
         for (int64_t jp = 0; jp < cols; jp += k.nr) {
-            const float *const *b = bases + jp / (k.nr / 2);
+            const float *const *b = bases + jp / run;
             for (int64_t ip = 0; ip < rows; ip += k.mr) {
                 const int64_t height = std::min(k.mr, rows - ip);
                 const float *a_panel = packed_a + ip * depth + p0 * k.mr;
                 float *tile = c + ip * ldc + jp;
                 if (height == k.mr) {
-                    k.indirect(kc, a_panel, b, offsets + p0, tile, ldc, load);
+                    indirect(kc, a_panel, b, offsets + p0, tile, ldc, load);
                     continue;
                 }
                 if (load) {
                     for (int64_t i = 0; i < height; ++i) std::copy(tile + i * ldc, tile + i * ldc + k.nr, edge + i * k.nr);
                 }
-                k.indirect(kc, a_panel, b, offsets + p0, edge, k.nr, load);
+                indirect(kc, a_panel, b, offsets + p0, edge, k.nr, load);
                 for (int64_t i = 0; i < height; ++i) std::copy(edge + i * k.nr, edge + i * k.nr + k.nr, tile + i * ldc);
             }
         }

@@ -226,6 +226,28 @@ fn conv2d_stride_padding_dilation_groups_bias() {
                 ..Default::default()
             },
         ),
+        // Rows of 8 and 24: the stride-1 path that reads the padded image in
+        // place takes them in quarter tiles on AVX-512 (in half tiles on AVX2).
+        (
+            "rows of 8, stride 1, padding 1 (in place, quarter tiles)",
+            [2, 8, 8, 8],
+            [16, 8, 3, 3],
+            true,
+            Conv2d {
+                padding: [1, 1],
+                ..Default::default()
+            },
+        ),
+        (
+            "rows of 24, stride 1, padding 1 (in place, quarter tiles)",
+            [1, 4, 4, 24],
+            [8, 4, 3, 3],
+            false,
+            Conv2d {
+                padding: [1, 1],
+                ..Default::default()
+            },
+        ),
     ];
     for (seed, (name, xs, ws, bias, options)) in cases.into_iter().enumerate() {
         let [oh, ow] = conv2d_out(xs, ws, &options);
