@@ -23,4 +23,6 @@ for lib in "$home"/lib/lib*.so.*; do
   plain=${lib%%.so.*}.so
   [ -e "$plain" ] || ln -s "$(basename "$lib")" "$plain"
 done
+# CMake's CUDA support (native/CMakeLists.txt, -DFM_CUDA=ON) looks in lib64.
+[ -e "$home/lib64" ] || ln -s lib "$home/lib64"
 echo "$home"
