@@ -28,7 +28,7 @@ namespace cuda {
 namespace {
 
 // Programs live in shared memory, which a launch gets up to 48 KiB of
-// without opting in (the channel-sum kernel keeps 2 KiB for itself).
+// without opting in (the channel-sum kernel keeps a little for itself).
 constexpr size_t kMaxProgramBytes = size_t(46) << 10;
 
 // kAlongOneDim: a broadcast that varies along one dim only (a per-channel
