@@ -143,6 +143,9 @@ fn compile_native(
         .include(native.join("core"))
         .flag("-Wall")
         .flag("-Wextra")
+        // Elementwise loops are compiled for several ISAs (target_clones);
+        // no clone may fuse a multiply and an add the others round twice.
+        .flag("-ffp-contract=off")
         .warnings_into_errors(werror())
         .files(sources(&native.join("core"), "cpp"))
         .files(sources(&native.join("cpu"), "cpp"));
