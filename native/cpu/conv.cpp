@@ -123,8 +123,7 @@ __attribute__((target("avx512f"))) int64_t take_even_avx512(const float *in, int
 void take_even(const float *in, int64_t n, float *out) {
     int64_t t = 0;
 #if defined(__x86_64__) && defined(__GNUC__)
-    static const bool wide = std::strcmp(matmul_isa(), "avx512") == 0;
-    if (wide) t = take_even_avx512(in, n, out);
+    if (avx512_kernels()) t = take_even_avx512(in, n, out);
 #endif
     for (; t < n; ++t) out[t] = in[2 * t];
 }

@@ -24,6 +24,10 @@ using fm::PoolShape;
 void matmul(const MatmulShape &shape, const float *a, const float *b, float *c);
 // The micro-kernel matmul uses on this CPU: "avx512", "avx2" or "generic".
 const char *matmul_isa();
+// Whether the other kernels' AVX-512 paths run too: they follow the
+// micro-kernel's choice, so FERROMETAL_CPU_ISA=avx2 tests the portable
+// paths on an AVX-512 machine.
+bool avx512_kernels();
 
 // ---- Convolution and pooling (NCHW) ---------------------------------------
 

@@ -691,6 +691,11 @@ void multiply_block(const Problem &pr, int64_t batch, int64_t i0, int64_t rows, 
 
 const char *matmul_isa() { return isa().name; }
 
+bool avx512_kernels() {
+    static const bool wide = std::strcmp(isa().name, "avx512") == 0;
+    return wide;
+}
+
 void matmul(const MatmulShape &s, const float *a, const float *b, float *c) {
     if (s.batch < 0 || s.m < 0 || s.n < 0 || s.k < 0) {
         fail(FM_ERR_INVALID_ARGUMENT, "matmul: negative size (batch ", s.batch, ", m ", s.m, ", n ",

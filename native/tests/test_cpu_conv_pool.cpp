@@ -518,6 +518,37 @@ PoolShape random_pool(Rng &rng, bool tiny) {
     }
 }
 
+// A NaN beats every number, and the first NaN of a window wins (PyTorch's
+// rule), on the vector path of 2 x 2 pooling too: one row of 32 windows.
+void test_max_pool_nan() {
+    PoolShape s;
+    s.n = 1, s.c = 1, s.h = 2, s.w = 64, s.kh = 2, s.kw = 2, s.stride_h = 2, s.stride_w = 2;
+    s.out_h = 1, s.out_w = 32;
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    std::vector<float> x(128, 1.0f), dy(32);
+    for (size_t o = 0; o < 32; ++o) dy[o] = float(o + 1);
+    // window -> the tap that must win: 3 (d only), 20 (a and b: a), 31 (c), 17 (b and d: b)
+    x[64 + 2 * 3 + 1] = nan;
+    x[2 * 20] = nan, x[2 * 20 + 1] = nan;
+    x[64 + 2 * 31] = nan;
+    x[2 * 17 + 1] = nan, x[64 + 2 * 17 + 1] = nan;
+    const std::pair<size_t, size_t> winners[] = {{3, 64 + 7}, {20, 40}, {31, 126}, {17, 35}};
+    Output<float> y(32), dx(128);
+    fm::cpu::max_pool2d_forward(s, x.data(), y.data());
+    fm::cpu::max_pool2d_backward(s, x.data(), dy.data(), dx.data());
+    g_case = "max_pool2d with NaNs " + pool_str(s);
+    for (const auto &[window, tap] : winners) {
+        CHECK(std::isnan(y[window]));
+        CHECK(dx[tap] == dy[window]);
+    }
+    float dx_total = 0.0f, dy_total = 0.0f;
+    for (size_t i = 0; i < 128; ++i) dx_total += dx[i];
+    for (float g : dy) dy_total += g;
+    CHECK(dx_total == dy_total);  // every window's gradient lands once
+    y.finish();
+    dx.finish();
+}
+
 void test_pool(Rng &rng) {
     for (int i = 0; i < 300; ++i) run_pool_case(rng, random_pool(rng, false), rng.chance(30), false);
     for (int i = 0; i < 60; ++i) run_pool_case(rng, random_pool(rng, true), rng.chance(20), true);
@@ -530,7 +561,21 @@ void test_pool(Rng &rng) {
     s.h = 7, s.w = 5, s.out_h = 3, s.out_w = 2;  // and rows / columns no window covers
     run_pool_case(rng, s, true, false);
     run_pool_case(rng, s, false, true);
-    s.h = 8, s.w = 6;
+    // Rows wide enough for the AVX-512 2x2 kernel (16 windows at a time),
+    // with a tail, and an odd column no window covers.
+    s.n = 2, s.c = 2, s.h = 6, s.w = 41, s.out_h = 3, s.out_w = 20;
+    run_pool_case(rng, s, true, false);
+    run_pool_case(rng, s, false, false);
+    s.n = 1, s.c = 3, s.h = 4, s.w = 64, s.out_h = 2, s.out_w = 32;
+    run_pool_case(rng, s, true, false);
+    s.n = 2, s.c = 2, s.h = 11, s.w = 17, s.out_h = 5, s.out_w = 8;  // blocks of 2 rows of 8, a row left
+    run_pool_case(rng, s, true, false);
+    run_pool_case(rng, s, false, false);
+    s.n = 1, s.c = 3, s.h = 18, s.w = 9, s.out_h = 9, s.out_w = 4;  // blocks of 4 rows of 4, a row left
+    run_pool_case(rng, s, true, false);
+    run_pool_case(rng, s, false, false);
+    test_max_pool_nan();
+    s.n = 2, s.c = 3, s.h = 8, s.w = 6, s.out_h = 4, s.out_w = 3;
     s.kh = 3, s.kw = 3, s.pad_h = 1, s.pad_w = 1, s.out_h = 4, s.out_w = 3;
     run_pool_case(rng, s, true, true);
     s.count_include_pad = false;
@@ -583,6 +628,26 @@ int bench_conv() {
         }
         std::printf("%-36s forward %6.1f  input grad %6.1f  weight grad %6.1f\n", cs.name, rates[0], rates[1],
                     rates[2]);
+    }
+    // cifar's 2 x 2 max pooling layers, in ms.
+    for (const int64_t c : {32, 64, 128}) {
+        PoolShape s;
+        s.n = 128, s.c = c, s.h = s.w = 32 * 32 / c, s.kh = s.kw = 2, s.stride_h = s.stride_w = 2;
+        s.out_h = s.out_w = s.h / 2;
+        const auto x = rng.floats(size_t(s.n * s.c * s.h * s.w)), dy = rng.floats(size_t(s.n * s.c * s.h * s.w / 4));
+        std::vector<float> y(dy.size()), dx(x.size());
+        double best[2] = {1e30, 1e30};
+        for (int rep = 0; rep < 5; ++rep) {
+            for (int which = 0; which < 2; ++which) {
+                const auto start = std::chrono::steady_clock::now();
+                if (which == 0) fm::cpu::max_pool2d_forward(s, x.data(), y.data());
+                if (which == 1) fm::cpu::max_pool2d_backward(s, x.data(), dy.data(), dx.data());
+                const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+                best[which] = std::min(best[which], elapsed.count());
+            }
+        }
+        std::printf("max_pool2d 2x2 n128 %3" PRId64 "x%" PRId64 "x%" PRId64 "      forward %5.2f ms  backward %5.2f ms\n",
+                    c, s.h, s.w, best[0] * 1e3, best[1] * 1e3);
     }
     return 0;
 }
