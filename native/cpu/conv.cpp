@@ -22,7 +22,9 @@
 // Determinism: every split depends on the shapes only, and every sum runs
 // in a fixed order, so results do not depend on the thread count.
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -128,6 +130,66 @@ void take_even(const float *in, int64_t n, float *out) {
     for (; t < n; ++t) out[t] = in[2 * t];
 }
 
+// A group's channels with a zero border, each padded row stored as its
+// stride_w phases (padded columns j, j + s, j + 2 s, ... for j < s), so
+// that at any stride the input of a run of consecutive output columns is
+// contiguous for every tap: row r = (c, i, j) of the column matrix at
+// output position (oy, ox) is element offset(r) + position(oy, ox). At
+// stride 1 this is the plain zero-bordered image.
+struct PhasedImage {
+    int64_t hp, wp;  // padded height and width
+    int64_t phase;   // floats per phase of a row: ceil(wp / stride_w)
+    int64_t row;     // floats per row: stride_w * phase
+    bool fits;       // every tap of every output lies in the padded image
+
+    int64_t floats(int64_t channels) const { return channels * hp * row; }
+    int64_t position(const ConvShape &s, int64_t oy, int64_t ox) const { return oy * s.stride_h * row + ox; }
+    int64_t offset(const ConvShape &s, int64_t r) const {
+        const int64_t c = r / (s.kh * s.kw), ki = r / s.kw % s.kh, kj = r % s.kw;
+        const int64_t col = kj * s.dilation_w;
+        return c * hp * row + ki * s.dilation_h * row + col % s.stride_w * phase + col / s.stride_w;
+    }
+};
+
+PhasedImage phased_image(const ConvShape &s) {
+    PhasedImage p;
+    p.hp = s.h + 2 * s.pad_h;
+    p.wp = s.w + 2 * s.pad_w;
+    p.phase = (p.wp + s.stride_w - 1) / s.stride_w;
+    p.row = s.stride_w * p.phase;
+    p.fits = s.out_h > 0 && s.out_w > 0 && (s.out_h - 1) * s.stride_h + (s.kh - 1) * s.dilation_h < p.hp &&
+             (s.out_w - 1) * s.stride_w + (s.kw - 1) * s.dilation_w < p.wp;
+    return p;
+}
+
+// Writes `channels` planes of x (h x w each) into out in the PhasedImage
+// layout, borders zero.
+void fill_phased(const ConvShape &s, const PhasedImage &p, int64_t channels, const float *x, float *out) {
+    std::fill(out, out + p.floats(channels), 0.0f);
+    for (int64_t c = 0; c < channels; ++c) {
+        for (int64_t iy = 0; iy < s.h; ++iy) {
+            const float *src = x + (c * s.h + iy) * s.w;
+            float *dst = out + (c * p.hp + iy + s.pad_h) * p.row;
+            if (s.stride_w == 1) {
+                std::copy(src, src + s.w, dst + s.pad_w);
+                continue;
+            }
+            // Input column ix is padded column ix + pad_w.
+            for (int64_t phase = 0; phase < s.stride_w; ++phase) {
+                int64_t ix = (phase - s.pad_w % s.stride_w + s.stride_w) % s.stride_w;  // first ix of this phase
+                float *d = dst + phase * p.phase + (ix + s.pad_w) / s.stride_w;
+                const int64_t count = ix < s.w ? (s.w - ix + s.stride_w - 1) / s.stride_w : 0;
+                if (s.stride_w == 2 && count > 1) {
+                    take_even(src + ix, count - 1, d);  // reads stay below src + ix + 2 (count - 1)
+                    d[count - 1] = src[ix + 2 * (count - 1)];
+                } else {
+                    for (int64_t t = 0; t < count; ++t) d[t] = src[ix + t * s.stride_w];
+                }
+            }
+        }
+    }
+}
+
 // For row r = (c * kh + i) * kw + j of the column matrix of the channels
 // `x` of one image and group: writes col[r][positions of each segment] to
 // out + segment.offset + t * step (t = 0 .. length).
@@ -189,11 +251,10 @@ void backward_weight_gemm(const ConvShape &s, const Geometry &g, const float *x,
     const int64_t nr = gemm::tile_cols();
     const int64_t block = column_block(g.k, parts * s.groups, 2.0 * double(g.cout_g * g.p * per_part));
     const int64_t blocks = (g.k + block - 1) / block;
-    // Stride 1 (the padded image covering every tap): col^T is packed
-    // straight from a zero-bordered copy of the image, no im2col rows.
-    const bool stride1 = s.stride_h == 1 && s.stride_w == 1 &&
-                         s.out_h == s.h + 2 * s.pad_h - s.dilation_h * (s.kh - 1) &&
-                         s.out_w == s.w + 2 * s.pad_w - s.dilation_w * (s.kw - 1);
+    // When the padded image covers every tap, col^T is packed straight
+    // from a zero-bordered (phase-split) copy of the image, no im2col rows.
+    const PhasedImage layout = phased_image(s);
+    const bool phased = layout.fits;
     ThreadPool::global().parallel_for(size_t(parts * s.groups * blocks), 1, [&](size_t begin, size_t end) {
         thread_local std::vector<float> a_buffer;
         const size_t a_floats = gemm::packed_a_size(g.cout_g, g.p);
@@ -202,15 +263,11 @@ void backward_weight_gemm(const ConvShape &s, const Geometry &g, const float *x,
         std::vector<float> rows;
         thread_local std::vector<float> padded;
         std::vector<int64_t> offsets, pos;
-        const int64_t hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w;
-        if (stride1) {
+        if (phased) {
             offsets.resize(size_t(g.k));
-            for (int64_t r = 0; r < g.k; ++r) {
-                const int64_t c = r / (s.kh * s.kw), ki = r / s.kw % s.kh, kj = r % s.kw;
-                offsets[size_t(r)] = c * hp * wp + ki * s.dilation_h * wp + kj * s.dilation_w;
-            }
+            for (int64_t r = 0; r < g.k; ++r) offsets[size_t(r)] = layout.offset(s, r);
             pos.resize(size_t(g.p));
-            for (int64_t p = 0; p < g.p; ++p) pos[size_t(p)] = p / s.out_w * wp + p % s.out_w;
+            for (int64_t p = 0; p < g.p; ++p) pos[size_t(p)] = layout.position(s, p / s.out_w, p % s.out_w);
         }
         for (size_t item = begin; item < end; ++item) {
             const int64_t part = int64_t(item) / (s.groups * blocks);
@@ -221,23 +278,17 @@ void backward_weight_gemm(const ConvShape &s, const Geometry &g, const float *x,
             for (int64_t image = first; image < last; ++image) {
                 const float *xg = x + (image * s.c_in + group * g.cin_g) * s.h * s.w;
                 gemm::pack_a(dy + (image * s.c_out + group * g.cout_g) * g.p, g.p, 1, g.cout_g, g.p, a_buffer.data());
-                if (stride1) {
-                    // The group's channels with a zero border: row r of
-                    // col at position p is padded[offsets[r] + pos[p]].
-                    padded.assign(size_t(g.cin_g * hp * wp), 0.0f);
-                    for (int64_t c = 0; c < g.cin_g; ++c) {
-                        for (int64_t iy = 0; iy < s.h; ++iy) {
-                            const float *src = xg + (c * s.h + iy) * s.w;
-                            std::copy(src, src + s.w, padded.data() + (c * hp + iy + s.pad_h) * wp + s.pad_w);
-                        }
-                    }
+                if (phased) {
+                    // Row r of col at position p is padded[offsets[r] + pos[p]].
+                    padded.resize(size_t(layout.floats(g.cin_g)));
+                    fill_phased(s, layout, g.cin_g, xg, padded.data());
                 }
                 // op(B) = col^T: the k index is the output position, the
                 // column index the (channel, tap) row of col.
                 gemm::multiply(
                     a_buffer.data(), g.p, 0, g.cout_g, j0, std::min(block, g.k - j0),
                     [&](int64_t p0, int64_t kc, int64_t c0, int64_t cols, float *out) {
-                        if (stride1) {
+                        if (phased) {
                             for (int64_t q = 0; q < cols; q += nr) {
                                 const float *row_at[64];
                                 const int64_t width = std::min(nr, cols - q);
@@ -388,13 +439,15 @@ void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight
     for (int64_t group = 0; group < s.groups; ++group) {
         gemm::pack_a(weight + group * g.cout_g * g.k, g.k, 1, g.cout_g, g.k, packed.data() + group * group_floats);
     }
-    // Stride 1, rows of output a multiple of the indirect kernels' run (half
-    // or a quarter of a micro-tile): the GEMM reads the (padded) image in
-    // place instead of packing im2col slices.
+    // Rows of output a multiple of the indirect kernels' run (half or a
+    // quarter of a micro-tile), every tap inside the padded image: the GEMM
+    // reads the padded (phase-split) image in place instead of packing
+    // im2col slices.
     const int64_t run = gemm::indirect_run(s.out_w);
-    const bool indirect = s.stride_h == 1 && s.stride_w == 1 && run > 0 && g.p % nr == 0 &&
-                          s.out_h == s.h + 2 * s.pad_h - s.dilation_h * (s.kh - 1) &&
-                          s.out_w == s.w + 2 * s.pad_w - s.dilation_w * (s.kw - 1);
+    const PhasedImage layout = phased_image(s);
+    const bool indirect = run > 0 && g.p % nr == 0 && layout.fits;
+    static std::atomic<uint64_t> calls{0};
+    const uint64_t call = ++calls;
     const int64_t block = column_block(g.p, s.n * s.groups, 2.0 * double(g.cout_g * g.k));
     const int64_t blocks = (g.p + block - 1) / block;
     const size_t grain = size_t(std::max<int64_t>(1, int64_t(2e6 / (2.0 * double(g.cout_g * g.k * block)))));
@@ -409,28 +462,27 @@ void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight
             if (indirect) {
                 // The group's channels with a zero border, then the GEMM
                 // reads B straight from it: row r = (c, i, j) of the column
-                // matrix is the padded plane c shifted by (i, j).
-                const int64_t hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w;
+                // matrix is the padded plane c shifted by tap (i, j).
+                // A thread's next task is often the same image's next block:
+                // the copy is kept for it (keyed by this call, image, group).
                 thread_local std::vector<float> padded;
                 thread_local std::vector<int64_t> offsets;
                 thread_local std::vector<const float *> bases;
-                padded.assign(size_t(g.cin_g * hp * wp), 0.0f);
-                for (int64_t c = 0; c < g.cin_g; ++c) {
-                    for (int64_t iy = 0; iy < s.h; ++iy) {
-                        const float *src = xg + (c * s.h + iy) * s.w;
-                        std::copy(src, src + s.w, padded.data() + (c * hp + iy + s.pad_h) * wp + s.pad_w);
-                    }
+                thread_local uint64_t filled_call = 0;
+                thread_local int64_t filled_item = -1;
+                const int64_t image_group = image * s.groups + group;
+                if (filled_call != call || filled_item != image_group) {
+                    padded.resize(size_t(layout.floats(g.cin_g)));
+                    fill_phased(s, layout, g.cin_g, xg, padded.data());
+                    filled_call = call, filled_item = image_group;
                 }
                 offsets.resize(size_t(g.k));
-                for (int64_t r = 0; r < g.k; ++r) {
-                    const int64_t c = r / (s.kh * s.kw), ki = r / s.kw % s.kh, kj = r % s.kw;
-                    offsets[size_t(r)] = c * hp * wp + ki * s.dilation_h * wp + kj * s.dilation_w;
-                }
+                for (int64_t r = 0; r < g.k; ++r) offsets[size_t(r)] = layout.offset(s, r);
                 const int64_t cols = std::min(block, g.p - j0);
                 bases.resize(size_t(cols / run));
                 for (int64_t j = 0; j < cols; j += run) {
                     const int64_t oy = (j0 + j) / s.out_w, ox = (j0 + j) % s.out_w;
-                    bases[size_t(j / run)] = padded.data() + oy * wp + ox;
+                    bases[size_t(j / run)] = padded.data() + layout.position(s, oy, ox);
                 }
                 gemm::multiply_indirect(packed.data() + group * group_floats, g.k, g.cout_g, offsets.data(),
                                         bases.data(), run, cols, y + (image * s.c_out + group * g.cout_g) * g.p + j0,
@@ -518,9 +570,35 @@ void conv2d_backward_input(const ConvShape &s, const float *dy, const float *wei
         conv2d_forward(t, dy, flipped.data(), dx);
         return;
     }
-    // dcol = W_g^T dy_g, layout [image][group][k][p] as in the forward pass.
-    std::vector<float> dcol(size_t(g.chunk * s.groups * g.k * g.p));
+    // dcol = W_g^T dy_g, layout [image][group][k][p] as in the forward pass
+    // (every element written by the matmul, so the buffer needs no zeroing).
     const int64_t image_stride = s.groups * g.k * g.p;
+    thread_local std::unique_ptr<float[]> dcol_buffer;
+    thread_local size_t dcol_floats = 0;
+    if (dcol_floats < size_t(g.chunk * image_stride)) {
+        dcol_floats = size_t(g.chunk * image_stride);
+        dcol_buffer.reset(new float[dcol_floats]);
+    }
+    float *dcol = dcol_buffer.get();
+    // col2im in gather form: a dx plane splits into stride_h x stride_w
+    // phase planes (element (a, b) of phase (py, px) is dx[a sh + py][b sw +
+    // px]); each tap (i, j) that reaches a phase adds a shifted window of
+    // its dcol row to it, taps in (i, j) order as a scatter would; then
+    // the phases are interleaved into the plane. Which taps reach which
+    // phase, and with what shift, depends on the shape only.
+    struct Tap {
+        int64_t index, shift;  // kernel row (column) i; phase row a reads output row a + shift
+    };
+    auto taps_of = [](int64_t phase, int64_t stride, int64_t pad, int64_t dilation, int64_t k) {
+        std::vector<Tap> taps;
+        for (int64_t i = 0; i < k; ++i) {
+            const int64_t from = phase + pad - i * dilation;  // (output row) * stride, less phase row a * stride
+            const int64_t rem = (from % stride + stride) % stride;
+            if (rem == 0) taps.push_back({i, (from - rem) / stride});
+        }
+        return taps;
+    };
+    const int64_t phase_h = (s.h + s.stride_h - 1) / s.stride_h, phase_w = (s.w + s.stride_w - 1) / s.stride_w;
     for (int64_t first = 0; first < s.n; first += g.chunk) {
         const int64_t count = std::min(g.chunk, s.n - first);
         for (int64_t group = 0; group < s.groups; ++group) {
@@ -534,33 +612,48 @@ void conv2d_backward_input(const ConvShape &s, const float *dy, const float *wei
             m.b_batch_stride = s.c_out * g.p;
             m.c_batch_stride = image_stride;
             matmul(m, weight + group * g.cout_g * g.k, dy + (first * s.c_out + group * g.cout_g) * g.p,
-                   dcol.data() + group * g.k * g.p);
+                   dcol + group * g.k * g.p);
         }
-        // col2im: one task per dx plane, which adds its kh * kw rows into it in
-        // a fixed order, so no two tasks write the same element.
+        // One task per dx plane, so no two tasks write the same element.
         const int64_t per_plane = std::max<int64_t>(1, s.kh * s.kw * g.p);
         ThreadPool::global().parallel_for(
             size_t(count * s.c_in), size_t(std::max<int64_t>(1, kCopyGrainElements / per_plane)),
             [&](size_t begin, size_t end) {
+                thread_local std::vector<float> phase;
+                phase.resize(size_t(phase_h * phase_w));
                 for (size_t item = begin; item < end; ++item) {
                     const int64_t image = int64_t(item) / s.c_in, channel = int64_t(item) % s.c_in;
                     const int64_t group = channel / g.cin_g, c = channel % g.cin_g;
                     float *out = dx + ((first + image) * s.c_in + channel) * plane;
-                    std::fill(out, out + plane, 0.0f);
-                    const float *rows = dcol.data() + image * image_stride + group * g.k * g.p;
-                    for (int64_t i = 0; i < s.kh; ++i) {
-                        const int64_t off_h = i * s.dilation_h - s.pad_h;
-                        int64_t y_lo, y_hi;
-                        valid_range(off_h, s.stride_h, s.h, s.out_h, y_lo, y_hi);
-                        for (int64_t j = 0; j < s.kw; ++j) {
-                            const int64_t off_w = j * s.dilation_w - s.pad_w;
-                            int64_t x_lo, x_hi;
-                            valid_range(off_w, s.stride_w, s.w, s.out_w, x_lo, x_hi);
-                            const float *row = rows + ((c * s.kh + i) * s.kw + j) * g.p;
-                            for (int64_t oy = y_lo; oy < y_hi; ++oy) {
-                                float *o = out + (oy * s.stride_h + off_h) * s.w + off_w;
-                                const float *r = row + oy * s.out_w;
-                                for (int64_t ox = x_lo; ox < x_hi; ++ox) o[ox * s.stride_w] += r[ox];
+                    const float *rows = dcol + image * image_stride + group * g.k * g.p;
+                    for (int64_t py = 0; py < s.stride_h && py < s.h; ++py) {
+                        const int64_t height = (s.h - py + s.stride_h - 1) / s.stride_h;
+                        const std::vector<Tap> ti_list = taps_of(py, s.stride_h, s.pad_h, s.dilation_h, s.kh);
+                        for (int64_t px = 0; px < s.stride_w && px < s.w; ++px) {
+                            const int64_t width = (s.w - px + s.stride_w - 1) / s.stride_w;
+                            std::fill(phase.begin(), phase.begin() + height * phase_w, 0.0f);
+                            for (const Tap &ti : ti_list) {
+                                const int64_t a_lo = std::max<int64_t>(0, -ti.shift);
+                                const int64_t a_hi = std::min(height, s.out_h - ti.shift);
+                                if (a_hi <= a_lo) continue;
+                                for (const Tap &tj : taps_of(px, s.stride_w, s.pad_w, s.dilation_w, s.kw)) {
+                                    const int64_t b_lo = std::max<int64_t>(0, -tj.shift);
+                                    const int64_t b_hi = std::min(width, s.out_w - tj.shift);
+                                    if (b_hi <= b_lo) continue;
+                                    const float *r = rows + ((c * s.kh + ti.index) * s.kw + tj.index) * g.p +
+                                                     (a_lo + ti.shift) * s.out_w + b_lo + tj.shift;
+                                    add_rows(phase.data() + a_lo * phase_w + b_lo, phase_w, r, s.out_w, a_hi - a_lo,
+                                             b_hi - b_lo);
+                                }
+                            }
+                            for (int64_t a = 0; a < height; ++a) {
+                                const float *src = phase.data() + a * phase_w;
+                                float *dst = out + (a * s.stride_h + py) * s.w + px;
+                                if (s.stride_w == 1) {
+                                    std::copy(src, src + width, dst);
+                                } else {
+                                    for (int64_t b = 0; b < width; ++b) dst[b * s.stride_w] = src[b];
+                                }
                             }
                         }
                     }

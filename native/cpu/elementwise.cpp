@@ -345,6 +345,14 @@ double sum_run(const float *x, int64_t n) {
     return sum;
 }
 
+FM_VECTOR_CLONES
+void add_rows(float *__restrict dst, int64_t dst_stride, const float *__restrict src, int64_t src_stride, int64_t rows,
+              int64_t n) {
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t i = 0; i < n; ++i) dst[r * dst_stride + i] += src[r * src_stride + i];
+    }
+}
+
 void run_fused(const Fused &fused, const std::vector<const float *> &loads, const std::vector<float *> &stores,
                uint64_t run_index) {
     run_fused(fused, loads, stores, run_index, {}, {});

@@ -310,6 +310,25 @@ void test_conv(Rng &rng) {
     s.out_h = 32, s.out_w = 32;
     run_conv_case(rng, s, false);
 
+    // Other strides read the padded image split into column phases the same
+    // way (forward; weight gradient with more than 8 output channels):
+    // stride 2 (cnn64's layers), stride 3 with a pad that is not a multiple
+    // of it, dilation 2 at stride 2, unequal strides, an odd width whose
+    // last column no window reaches.
+    s = ConvShape{};
+    s.n = 2, s.c_in = 3, s.h = 32, s.w = 32, s.c_out = 12, s.kh = 3, s.kw = 3, s.stride_h = 2, s.stride_w = 2;
+    s.pad_h = 1, s.pad_w = 1, s.out_h = 16, s.out_w = 16;
+    run_conv_case(rng, s, false);
+    s.c_in = 5, s.h = 40, s.w = 46, s.c_out = 9, s.stride_h = 3, s.stride_w = 3, s.out_h = 14, s.out_w = 16;
+    run_conv_case(rng, s, false);
+    s.c_in = 4, s.h = 32, s.w = 31, s.c_out = 17, s.stride_h = 2, s.stride_w = 2, s.dilation_h = 2, s.dilation_w = 2;
+    s.pad_h = 2, s.pad_w = 2, s.out_h = 16, s.out_w = 16;
+    run_conv_case(rng, s, false);
+    s = ConvShape{};
+    s.n = 3, s.c_in = 2, s.h = 9, s.w = 33, s.c_out = 16, s.kh = 3, s.kw = 3, s.stride_h = 1, s.stride_w = 2;
+    s.pad_h = 1, s.pad_w = 0, s.out_h = 9, s.out_w = 16;
+    run_conv_case(rng, s, false);
+
     // Degenerate: a 1x1 kernel at stride 1 is a matmul; a kernel as large as
     // the padded image gives a 1x1 output.
     s = ConvShape{};
@@ -593,8 +612,12 @@ int bench_conv() {
     const Case cases[] = {
         {"cnn64 conv1 n32 3x64x64 -> 8 s2", 32, 3, 64, 8, 2},
         {"cnn64 conv2 n32 8x32x32 -> 16 s2", 32, 8, 32, 16, 2},
+        {"cnn64 conv3 n32 16x16x16 -> 32 s2", 32, 16, 16, 32, 2},
+        {"cifar conv1 n128 3x32x32 -> 32", 128, 3, 32, 32, 1},
         {"cifar conv2 n128 32x32x32 -> 32", 128, 32, 32, 32, 1},
+        {"cifar conv3 n128 32x16x16 -> 64", 128, 32, 16, 64, 1},
         {"cifar conv4 n128 64x16x16 -> 64", 128, 64, 16, 64, 1},
+        {"cifar conv5 n128 64x8x8 -> 128", 128, 64, 8, 128, 1},
     };
     Rng rng{7};
     std::printf("%zu threads, best of 3, GFLOP/s\n", fm::cpu::ThreadPool::global().threads());
