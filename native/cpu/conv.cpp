@@ -573,12 +573,7 @@ void conv2d_backward_input(const ConvShape &s, const float *dy, const float *wei
     // dcol = W_g^T dy_g, layout [image][group][k][p] as in the forward pass
     // (every element written by the matmul, so the buffer needs no zeroing).
     const int64_t image_stride = s.groups * g.k * g.p;
-    thread_local std::unique_ptr<float[]> dcol_buffer;
-    thread_local size_t dcol_floats = 0;
-    if (dcol_floats < size_t(g.chunk * image_stride)) {
-        dcol_floats = size_t(g.chunk * image_stride);
-        dcol_buffer.reset(new float[dcol_floats]);
-    }
+    const std::unique_ptr<float[]> dcol_buffer(new float[size_t(g.chunk * image_stride)]);
     float *dcol = dcol_buffer.get();
     // col2im in gather form: a dx plane splits into stride_h x stride_w
     // phase planes (element (a, b) of phase (py, px) is dx[a sh + py][b sw +
