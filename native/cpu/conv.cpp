@@ -121,6 +121,34 @@ __attribute__((target("avx512f"))) int64_t take_even_avx512(const float *in, int
 }
 #endif
 
+#if defined(__x86_64__) && defined(__GNUC__)
+// even[t] = in[2 t], odd[t] = in[2 t + 1] for the elements of in[0, n),
+// 16 pairs at a time; masked loads and stores touch nothing past n.
+__attribute__((target("avx512f"))) void split_even_odd_avx512(const float *in, int64_t n, float *even, float *odd) {
+    alignas(64) static const int32_t even_index[16] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+    alignas(64) static const int32_t odd_index[16] = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
+    const __m512i e = _mm512_load_si512(even_index), o = _mm512_load_si512(odd_index);
+    auto first = [](int64_t count) {  // a mask of the first `count` (clamped to [0, 16]) lanes
+        return count >= 16 ? __mmask16(0xFFFF) : count <= 0 ? __mmask16(0) : __mmask16((1u << count) - 1);
+    };
+    for (int64_t i = 0; i < n; i += 32) {
+        const int64_t left = n - i;
+        const __m512 lo = _mm512_maskz_loadu_ps(first(left), in + i);
+        const __m512 hi = _mm512_maskz_loadu_ps(first(left - 16), in + i + 16);
+        _mm512_mask_storeu_ps(even + i / 2, first((left + 1) / 2), _mm512_permutex2var_ps(lo, e, hi));
+        _mm512_mask_storeu_ps(odd + i / 2, first(left / 2), _mm512_permutex2var_ps(lo, o, hi));
+    }
+}
+#endif
+
+// even[t] = in[2 t], odd[t] = in[2 t + 1] for the elements of in[0, n).
+void split_even_odd(const float *in, int64_t n, float *even, float *odd) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (avx512_kernels()) return split_even_odd_avx512(in, n, even, odd);
+#endif
+    for (int64_t i = 0; i < n; ++i) (i % 2 ? odd : even)[i / 2] = in[i];
+}
+
 // out[t] = in[2 t] for t < n (stride-2 convolutions).
 void take_even(const float *in, int64_t n, float *out) {
     int64_t t = 0;
@@ -172,6 +200,12 @@ void fill_phased(const ConvShape &s, const PhasedImage &p, int64_t channels, con
             float *dst = out + (c * p.hp + iy + s.pad_h) * p.row;
             if (s.stride_w == 1) {
                 std::copy(src, src + s.w, dst + s.pad_w);
+                continue;
+            }
+            if (s.stride_w == 2) {  // even input columns land in phase pad_w % 2, odd ones in the other
+                float *even = dst + s.pad_w % 2 * p.phase + s.pad_w / 2;
+                float *odd = dst + (s.pad_w + 1) % 2 * p.phase + (s.pad_w + 1) / 2;
+                split_even_odd(src, s.w, even, odd);
                 continue;
             }
             // Input column ix is padded column ix + pad_w.

@@ -118,14 +118,17 @@ __attribute__((target("avx2,fma"))) void kernel_avx2_6x16(int64_t kc, const floa
     }
 }
 
-// panel[p * 16 + j] = rows[j][p] for j < 16, p < 16: a 16 x 16 transpose
-// in four stages; stage k swaps bit k of the row index with bit k of the
-// lane index (two-source permutes only).
-__attribute__((target("avx512f"))) void transpose16_avx512(const float *const *rows, float *panel,
-                                                          int64_t panel_stride) {
-    __m512 v[16];
-#pragma GCC unroll 16
-    for (int j = 0; j < 16; ++j) v[j] = _mm512_loadu_ps(rows[j]);
+// 16 floats: 8 from `first`, then 8 from `second`.
+__attribute__((target("avx512f"), always_inline)) inline __m512 join_runs(const float *first, const float *second) {
+    // The 128-bit blocks 0 and 1 of each (0x44 = blocks 0, 1 of the first, 0, 1 of the second).
+    return _mm512_maskz_shuffle_f32x4(0xFFFF, _mm512_castps256_ps512(_mm256_loadu_ps(first)),
+                                      _mm512_castps256_ps512(_mm256_loadu_ps(second)), 0x44);
+}
+
+// v[p] = lane p of the 16 vectors v[j]: a 16 x 16 transpose in four
+// stages; stage k swaps bit k of the row index with bit k of the lane
+// index (two-source permutes only).
+__attribute__((target("avx512f"), always_inline)) inline void transpose16_in_registers(__m512 v[16]) {
 #pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
         const int bit = 1 << k;
@@ -143,6 +146,16 @@ __attribute__((target("avx512f"))) void transpose16_avx512(const float *const *r
             v[j | bit] = _mm512_permutex2var_ps(x, take_index, y);
         }
     }
+}
+
+// panel[p * panel_stride + j] = rows[j][p] for j < 16, p < 16; with
+// `second`, elements 8-15 of row j come from second[j] instead.
+__attribute__((target("avx512f"))) void transpose16_avx512(const float *const *rows, float *panel,
+                                                          int64_t panel_stride, const float *const *second = nullptr) {
+    __m512 v[16];
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; ++j) v[j] = second ? join_runs(rows[j], second[j]) : _mm512_loadu_ps(rows[j]);
+    transpose16_in_registers(v);
 #pragma GCC unroll 16
     for (int p = 0; p < 16; ++p) _mm512_storeu_ps(panel + p * panel_stride, v[p]);
 }
@@ -154,35 +167,12 @@ __attribute__((target("avx512f"))) void transpose16_to_panels(const float *const
     __m512 v[16];
 #pragma GCC unroll 16
     for (int j = 0; j < 16; ++j) v[j] = _mm512_loadu_ps(rows[j]);
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) {
-        const int bit = 1 << k;
-        alignas(64) int32_t keep[16], take[16];
-        for (int lane = 0; lane < 16; ++lane) {
-            keep[lane] = (lane & bit) ? 16 + (lane ^ bit) : lane;
-            take[lane] = (lane & bit) ? 16 + lane : lane ^ bit;
-        }
-        const __m512i keep_index = _mm512_load_si512(keep), take_index = _mm512_load_si512(take);
-#pragma GCC unroll 16
-        for (int j = 0; j < 16; ++j) {
-            if (j & bit) continue;
-            const __m512 x = v[j], y = v[j | bit];
-            v[j] = _mm512_permutex2var_ps(x, keep_index, y);
-            v[j | bit] = _mm512_permutex2var_ps(x, take_index, y);
-        }
-    }
+    transpose16_in_registers(v);
 #pragma GCC unroll 16
     for (int p = 0; p < 16; ++p) {
         _mm512_mask_storeu_ps(first + p * 8, 0x00FF, v[p]);
         _mm512_mask_storeu_ps(second + p * 8 - 8, 0xFF00, v[p]);
     }
-}
-
-// 16 floats: 8 from `first`, then 8 from `second`.
-__attribute__((target("avx512f"), always_inline)) inline __m512 join_runs(const float *first, const float *second) {
-    // The 128-bit blocks 0 and 1 of each (0x44 = blocks 0, 1 of the first, 0, 1 of the second).
-    return _mm512_maskz_shuffle_f32x4(0xFFFF, _mm512_castps256_ps512(_mm256_loadu_ps(first)),
-                                      _mm512_castps256_ps512(_mm256_loadu_ps(second)), 0x44);
 }
 
 // The indirect variants (gemm::multiply_indirect): row p of the tile's
@@ -557,12 +547,14 @@ void pack_gathered_as_b(const float *const *rows, const int64_t *pos, int64_t co
 #if FM_X86_KERNELS
     if (isa().kernel == kernel_avx512_8x32) {
         for (; p + 16 <= kc; p += 16) {
-            if (pos[p + 15] != pos[p] + 15) break;  // not one run: the general loop below
+            // One run of 16 positions, or two of 8 (images 8 wide at stride 1, 16 wide at stride 2).
+            const bool one_run = pos[p + 15] == pos[p] + 15;
+            if (!one_run && (pos[p + 7] != pos[p] + 7 || pos[p + 15] != pos[p + 8] + 7)) break;  // the general loop below
             int64_t j = 0;
             for (; j + 16 <= count; j += 16) {
-                const float *block[16];
-                for (int r = 0; r < 16; ++r) block[r] = rows[j + r] + pos[p];
-                transpose16_avx512(block, panel + p * nr + j, nr);
+                const float *block[16], *second[16];
+                for (int r = 0; r < 16; ++r) block[r] = rows[j + r] + pos[p], second[r] = rows[j + r] + pos[p + 8];
+                transpose16_avx512(block, panel + p * nr + j, nr, one_run ? nullptr : second);
             }
             for (int64_t q = p; q < p + 16; ++q) {
                 for (int64_t jj = j; jj < count; ++jj) panel[q * nr + jj] = rows[jj][pos[q]];

@@ -328,6 +328,14 @@ void test_conv(Rng &rng) {
     s.n = 3, s.c_in = 2, s.h = 9, s.w = 33, s.c_out = 16, s.kh = 3, s.kw = 3, s.stride_h = 1, s.stride_w = 2;
     s.pad_h = 1, s.pad_w = 0, s.out_h = 9, s.out_w = 16;
     run_conv_case(rng, s, false);
+    // Rows of 8 outputs (cifar's last block, cnn64's last layer): the weight
+    // gradient's GEMM packs col^T two runs of 8 positions at a time.
+    s = ConvShape{};
+    s.n = 3, s.c_in = 5, s.h = 8, s.w = 8, s.c_out = 12, s.kh = 3, s.kw = 3, s.pad_h = 1, s.pad_w = 1;
+    s.out_h = 8, s.out_w = 8;
+    run_conv_case(rng, s, false);
+    s.h = 16, s.w = 16, s.c_out = 16, s.stride_h = 2, s.stride_w = 2;
+    run_conv_case(rng, s, false);
 
     // Degenerate: a 1x1 kernel at stride 1 is a matmul; a kernel as large as
     // the padded image gives a 1x1 output.
