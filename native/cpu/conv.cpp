@@ -442,6 +442,130 @@ void backward_weight_dot(const ConvShape &s, const Geometry &g, const float *x, 
     }
 }
 
+// The input gradient's phases: input row a * stride + phase (phase <
+// stride) receives from kernel row `index` the output row a + shift. One
+// dimension at a time (rows, or columns).
+struct Tap {
+    int64_t index, shift;
+};
+
+std::vector<Tap> taps_of(int64_t phase, int64_t stride, int64_t pad, int64_t dilation, int64_t k) {
+    std::vector<Tap> taps;
+    for (int64_t i = 0; i < k; ++i) {
+        const int64_t from = phase + pad - i * dilation;  // output row * stride, less a * stride
+        const int64_t rem = (from % stride + stride) % stride;
+        if (rem == 0) taps.push_back({i, (from - rem) / stride});
+    }
+    return taps;
+}
+
+// A strided input gradient as stride_h x stride_w stride-1 convolutions:
+// phase (py, px) of dx (elements dx[a sh + py][b sw + px]) is, for each
+// input channel c, the sum over output channels o and the taps (i, j) that
+// reach the phase of w[o][c][i][j] dy[o][a + shift_i][b + shift_j]. Each
+// phase is one GEMM reading a zero-bordered copy of dy in place (indirect,
+// as the forward pass), written to a phase buffer and then spread into dx.
+// Needs phases of equal size, rows of a multiple of 8 and planes of a
+// multiple of 32 elements, which every ISA's indirect kernel takes (the
+// choice must not depend on the ISA: this path rounds differently from the
+// column-matrix one); returns false (nothing written) otherwise.
+bool backward_input_by_phases(const ConvShape &s, const Geometry &g, const float *dy, const float *weight, float *dx) {
+    if (s.h % s.stride_h != 0 || s.w % s.stride_w != 0) return false;
+    const int64_t phase_h = s.h / s.stride_h, phase_w = s.w / s.stride_w, phase_p = phase_h * phase_w;
+    if (phase_w % 8 != 0 || phase_p % 32 != 0) return false;
+    const int64_t run = gemm::indirect_run(phase_w);
+    if (run == 0 || phase_p % gemm::tile_cols() != 0) return false;  // kernels wider than any today
+    const int64_t phases = s.stride_h * s.stride_w;
+    std::vector<std::vector<Tap>> rows(size_t(s.stride_h)), cols(size_t(s.stride_w));
+    int64_t pad_y = 0, pad_x = 0;  // the border every shift needs
+    for (int64_t py = 0; py < s.stride_h; ++py) {
+        rows[size_t(py)] = taps_of(py, s.stride_h, s.pad_h, s.dilation_h, s.kh);
+        for (const Tap &t : rows[size_t(py)]) pad_y = std::max({pad_y, -t.shift, phase_h - 1 + t.shift - (s.out_h - 1)});
+    }
+    for (int64_t px = 0; px < s.stride_w; ++px) {
+        cols[size_t(px)] = taps_of(px, s.stride_w, s.pad_w, s.dilation_w, s.kw);
+        for (const Tap &t : cols[size_t(px)]) pad_x = std::max({pad_x, -t.shift, phase_w - 1 + t.shift - (s.out_w - 1)});
+    }
+    // dy as a stride-1 image with that border.
+    ConvShape t{};
+    t.n = s.n, t.c_in = s.c_out, t.h = s.out_h, t.w = s.out_w, t.kh = 1, t.kw = 1;
+    t.stride_h = t.stride_w = 1, t.dilation_h = t.dilation_w = 1, t.pad_h = pad_y, t.pad_w = pad_x;
+    t.out_h = t.h + 2 * pad_y, t.out_w = t.w + 2 * pad_x, t.groups = 1;
+    const PhasedImage padded_layout = phased_image(t);
+    const int64_t row = padded_layout.row, plane = padded_layout.hp * row;
+    // Per phase and group: the packed weights (cin_g x depth, depth = cout_g
+    // x the phase's taps) and the depth rows' offsets in padded dy.
+    struct Phase {
+        int64_t depth = 0;
+        std::vector<float> packed;  // groups x packed_a_size
+        std::vector<int64_t> offsets;
+    };
+    std::vector<Phase> plan(static_cast<size_t>(phases));
+    const int64_t taps = s.kh * s.kw;
+    for (int64_t py = 0; py < s.stride_h; ++py) {
+        for (int64_t px = 0; px < s.stride_w; ++px) {
+            Phase &ph = plan[size_t(py * s.stride_w + px)];
+            const auto &ti = rows[size_t(py)], &tj = cols[size_t(px)];
+            ph.depth = g.cout_g * int64_t(ti.size() * tj.size());
+            if (ph.depth == 0) continue;
+            for (int64_t o = 0; o < g.cout_g; ++o) {
+                for (const Tap &a : ti) {
+                    for (const Tap &b : tj) ph.offsets.push_back(o * plane + (a.shift + pad_y) * row + b.shift + pad_x);
+                }
+            }
+            const size_t group_floats = gemm::packed_a_size(g.cin_g, ph.depth);
+            ph.packed.resize(group_floats * size_t(s.groups));
+            std::vector<float> matrix(size_t(g.cin_g * ph.depth));
+            for (int64_t group = 0; group < s.groups; ++group) {
+                for (int64_t c = 0; c < g.cin_g; ++c) {
+                    float *out = matrix.data() + c * ph.depth;
+                    for (int64_t o = 0; o < g.cout_g; ++o) {
+                        const float *w = weight + ((group * g.cout_g + o) * g.cin_g + c) * taps;
+                        for (const Tap &a : ti) {
+                            for (const Tap &b : tj) *out++ = w[a.index * s.kw + b.index];
+                        }
+                    }
+                }
+                gemm::pack_a(matrix.data(), ph.depth, 1, g.cin_g, ph.depth, ph.packed.data() + group * group_floats);
+            }
+        }
+    }
+    ThreadPool::global().parallel_for(size_t(s.n * s.groups), 1, [&](size_t begin, size_t end) {
+        thread_local std::vector<float> padded, phase_out;
+        std::vector<const float *> bases(size_t(phase_p / run));
+        phase_out.resize(size_t(g.cin_g * phase_p));
+        for (size_t item = begin; item < end; ++item) {
+            const int64_t image = int64_t(item) / s.groups, group = int64_t(item) % s.groups;
+            padded.resize(size_t(padded_layout.floats(g.cout_g)));
+            fill_phased(t, padded_layout, g.cout_g, dy + (image * s.c_out + group * g.cout_g) * g.p, padded.data());
+            for (int64_t j = 0; j < phase_p; j += run) {
+                bases[size_t(j / run)] = padded.data() + padded_layout.position(t, j / phase_w, j % phase_w);
+            }
+            float *dxg = dx + (image * s.c_in + group * g.cin_g) * s.h * s.w;
+            for (int64_t py = 0; py < s.stride_h; ++py) {
+                for (int64_t px = 0; px < s.stride_w; ++px) {
+                    const Phase &ph = plan[size_t(py * s.stride_w + px)];
+                    if (ph.depth == 0) {
+                        std::fill(phase_out.begin(), phase_out.end(), 0.0f);
+                    } else {
+                        gemm::multiply_indirect(ph.packed.data() + group * gemm::packed_a_size(g.cin_g, ph.depth),
+                                                ph.depth, g.cin_g, ph.offsets.data(), bases.data(), run, phase_p,
+                                                phase_out.data(), phase_p);
+                    }
+                    for (int64_t c = 0; c < g.cin_g; ++c) {
+                        for (int64_t a = 0; a < phase_h; ++a) {
+                            const float *src = phase_out.data() + c * phase_p + a * phase_w;
+                            float *dst = dxg + (c * s.h + a * s.stride_h + py) * s.w + px;
+                            for (int64_t b = 0; b < phase_w; ++b) dst[b * s.stride_w] = src[b];
+                        }
+                    }
+                }
+            }
+        }
+    });
+    return true;
+}
+
 }  // namespace
 
 void conv2d_forward(const ConvShape &s, const float *x, const float *weight, float *y) {
@@ -604,6 +728,7 @@ void conv2d_backward_input(const ConvShape &s, const float *dy, const float *wei
         conv2d_forward(t, dy, flipped.data(), dx);
         return;
     }
+    if (backward_input_by_phases(s, g, dy, weight, dx)) return;
     // dcol = W_g^T dy_g, layout [image][group][k][p] as in the forward pass
     // (every element written by the matmul, so the buffer needs no zeroing).
     const int64_t image_stride = s.groups * g.k * g.p;
@@ -615,18 +740,6 @@ void conv2d_backward_input(const ConvShape &s, const float *dy, const float *wei
     // its dcol row to it, taps in (i, j) order as a scatter would; then
     // the phases are interleaved into the plane. Which taps reach which
     // phase, and with what shift, depends on the shape only.
-    struct Tap {
-        int64_t index, shift;  // kernel row (column) i; phase row a reads output row a + shift
-    };
-    auto taps_of = [](int64_t phase, int64_t stride, int64_t pad, int64_t dilation, int64_t k) {
-        std::vector<Tap> taps;
-        for (int64_t i = 0; i < k; ++i) {
-            const int64_t from = phase + pad - i * dilation;  // (output row) * stride, less phase row a * stride
-            const int64_t rem = (from % stride + stride) % stride;
-            if (rem == 0) taps.push_back({i, (from - rem) / stride});
-        }
-        return taps;
-    };
     const int64_t phase_h = (s.h + s.stride_h - 1) / s.stride_h, phase_w = (s.w + s.stride_w - 1) / s.stride_w;
     for (int64_t first = 0; first < s.n; first += g.chunk) {
         const int64_t count = std::min(g.chunk, s.n - first);
