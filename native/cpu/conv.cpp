@@ -122,31 +122,40 @@ __attribute__((target("avx512f"))) int64_t take_even_avx512(const float *in, int
 #endif
 
 #if defined(__x86_64__) && defined(__GNUC__)
-// even[t] = in[2 t], odd[t] = in[2 t + 1] for the elements of in[0, n),
-// 16 pairs at a time; masked loads and stores touch nothing past n.
-__attribute__((target("avx512f"))) void split_even_odd_avx512(const float *in, int64_t n, float *even, float *odd) {
+// For each of `rows` rows of n floats (row r at in + r * in_stride):
+// even[t] = in[2 t], odd[t] = in[2 t + 1] (even and odd advancing by
+// out_stride a row), 16 pairs at a time; masked loads and stores touch
+// nothing past a row's n elements.
+__attribute__((target("avx512f"))) void split_even_odd_avx512(const float *in, int64_t n, int64_t rows,
+                                                              int64_t in_stride, float *even, float *odd,
+                                                              int64_t out_stride) {
     alignas(64) static const int32_t even_index[16] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
     alignas(64) static const int32_t odd_index[16] = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
     const __m512i e = _mm512_load_si512(even_index), o = _mm512_load_si512(odd_index);
     auto first = [](int64_t count) {  // a mask of the first `count` (clamped to [0, 16]) lanes
         return count >= 16 ? __mmask16(0xFFFF) : count <= 0 ? __mmask16(0) : __mmask16((1u << count) - 1);
     };
-    for (int64_t i = 0; i < n; i += 32) {
-        const int64_t left = n - i;
-        const __m512 lo = _mm512_maskz_loadu_ps(first(left), in + i);
-        const __m512 hi = _mm512_maskz_loadu_ps(first(left - 16), in + i + 16);
-        _mm512_mask_storeu_ps(even + i / 2, first((left + 1) / 2), _mm512_permutex2var_ps(lo, e, hi));
-        _mm512_mask_storeu_ps(odd + i / 2, first(left / 2), _mm512_permutex2var_ps(lo, o, hi));
+    for (int64_t r = 0; r < rows; ++r, in += in_stride, even += out_stride, odd += out_stride) {
+        for (int64_t i = 0; i < n; i += 32) {
+            const int64_t left = n - i;
+            const __m512 lo = _mm512_maskz_loadu_ps(first(left), in + i);
+            const __m512 hi = _mm512_maskz_loadu_ps(first(left - 16), in + i + 16);
+            _mm512_mask_storeu_ps(even + i / 2, first((left + 1) / 2), _mm512_permutex2var_ps(lo, e, hi));
+            _mm512_mask_storeu_ps(odd + i / 2, first(left / 2), _mm512_permutex2var_ps(lo, o, hi));
+        }
     }
 }
 #endif
 
-// even[t] = in[2 t], odd[t] = in[2 t + 1] for the elements of in[0, n).
-void split_even_odd(const float *in, int64_t n, float *even, float *odd) {
+// split_even_odd_avx512's contract, on any CPU.
+void split_even_odd(const float *in, int64_t n, int64_t rows, int64_t in_stride, float *even, float *odd,
+                    int64_t out_stride) {
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (avx512_kernels()) return split_even_odd_avx512(in, n, even, odd);
+    if (avx512_kernels()) return split_even_odd_avx512(in, n, rows, in_stride, even, odd, out_stride);
 #endif
-    for (int64_t i = 0; i < n; ++i) (i % 2 ? odd : even)[i / 2] = in[i];
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t i = 0; i < n; ++i) (i % 2 ? odd : even)[r * out_stride + i / 2] = in[r * in_stride + i];
+    }
 }
 
 // out[t] = in[2 t] for t < n (stride-2 convolutions).
@@ -195,30 +204,26 @@ PhasedImage phased_image(const ConvShape &s) {
 void fill_phased(const ConvShape &s, const PhasedImage &p, int64_t channels, const float *x, float *out) {
     std::fill(out, out + p.floats(channels), 0.0f);
     for (int64_t c = 0; c < channels; ++c) {
+        const float *plane = x + c * s.h * s.w;
+        float *first_row = out + (c * p.hp + s.pad_h) * p.row;
+        if (s.stride_w == 2) {  // even input columns land in phase pad_w % 2, odd ones in the other
+            float *even = first_row + s.pad_w % 2 * p.phase + s.pad_w / 2;
+            float *odd = first_row + (s.pad_w + 1) % 2 * p.phase + (s.pad_w + 1) / 2;
+            split_even_odd(plane, s.w, s.h, s.w, even, odd, p.row);
+            continue;
+        }
         for (int64_t iy = 0; iy < s.h; ++iy) {
-            const float *src = x + (c * s.h + iy) * s.w;
-            float *dst = out + (c * p.hp + iy + s.pad_h) * p.row;
+            const float *src = plane + iy * s.w;
+            float *dst = first_row + iy * p.row;
             if (s.stride_w == 1) {
                 std::copy(src, src + s.w, dst + s.pad_w);
                 continue;
             }
-            if (s.stride_w == 2) {  // even input columns land in phase pad_w % 2, odd ones in the other
-                float *even = dst + s.pad_w % 2 * p.phase + s.pad_w / 2;
-                float *odd = dst + (s.pad_w + 1) % 2 * p.phase + (s.pad_w + 1) / 2;
-                split_even_odd(src, s.w, even, odd);
-                continue;
-            }
             // Input column ix is padded column ix + pad_w.
             for (int64_t phase = 0; phase < s.stride_w; ++phase) {
-                int64_t ix = (phase - s.pad_w % s.stride_w + s.stride_w) % s.stride_w;  // first ix of this phase
+                const int64_t ix = (phase - s.pad_w % s.stride_w + s.stride_w) % s.stride_w;  // first ix of this phase
                 float *d = dst + phase * p.phase + (ix + s.pad_w) / s.stride_w;
-                const int64_t count = ix < s.w ? (s.w - ix + s.stride_w - 1) / s.stride_w : 0;
-                if (s.stride_w == 2 && count > 1) {
-                    take_even(src + ix, count - 1, d);  // reads stay below src + ix + 2 (count - 1)
-                    d[count - 1] = src[ix + 2 * (count - 1)];
-                } else {
-                    for (int64_t t = 0; t < count; ++t) d[t] = src[ix + t * s.stride_w];
-                }
+                for (int64_t t = 0; ix + t * s.stride_w < s.w; ++t) d[t] = src[ix + t * s.stride_w];
             }
         }
     }
@@ -373,15 +378,17 @@ void backward_weight_dot(const ConvShape &s, const Geometry &g, const float *x, 
     const int64_t per_part = (s.n + kParts - 1) / kParts, parts = (s.n + per_part - 1) / per_part;
     const int64_t padded = (g.p + gemm::kDotLanes - 1) / gemm::kDotLanes * gemm::kDotLanes;
     const bool pad_dy = padded != g.p;
-    // Column rows per task: 16, fewer when K is smaller, more while the
+    // Column rows per task: 16, fewer when K is smaller, more (up to all of
+    // K, so each image is unpacked once) while the
     // buffer of a part stays under 256 KiB and the tasks stay at least 8.
     const int64_t tile = gemm::kDotTile;
     int64_t block = std::min<int64_t>((g.k + tile - 1) / tile * tile, 16);
-    while (block * 2 <= g.k && block * 2 * per_part * padded <= (int64_t(1) << 16) &&
+    while (block < g.k && block * 2 * per_part * padded <= (int64_t(1) << 16) &&
            parts * s.groups * ((g.k + block * 2 - 1) / (block * 2)) >= 8) {
         block *= 2;
     }
     const int64_t blocks = (g.k + block - 1) / block;
+    const PhasedImage layout = phased_image(s);
     std::vector<float> partial(parts > 1 ? size_t(parts * weight_size) : 0);
     ThreadPool::global().parallel_for(size_t(parts * s.groups * blocks), 1, [&](size_t begin, size_t end) {
         thread_local std::vector<float> buffer;
@@ -391,6 +398,7 @@ void backward_weight_dot(const ConvShape &s, const Geometry &g, const float *x, 
         float *col = buffer.data(), *dy_copy = buffer.data() + col_floats;
         std::vector<Segment> runs;
         segments(s, 0, g.p, g.p, [](int64_t j) { return j; }, runs);
+        thread_local std::vector<float> phased;
         for (size_t item = begin; item < end; ++item) {
             const int64_t part = int64_t(item) / (s.groups * blocks);
             const int64_t group = int64_t(item) / blocks % s.groups, r0 = int64_t(item) % blocks * block;
@@ -398,9 +406,23 @@ void backward_weight_dot(const ConvShape &s, const Geometry &g, const float *x, 
             const int64_t first = part * per_part, images = std::min(s.n, first + per_part) - first;
             for (int64_t image = 0; image < images; ++image) {
                 const float *xg = x + ((first + image) * s.c_in + group * g.cin_g) * s.h * s.w;
+                if (layout.fits) {
+                    // A row of col is a copy of one tap's shift of the
+                    // padded (phase-split) image, an output row at a time.
+                    phased.resize(size_t(layout.floats(g.cin_g)));
+                    fill_phased(s, layout, g.cin_g, xg, phased.data());
+                }
                 for (int64_t r = 0; r < rows; ++r) {
                     float *row = col + (image * block + r) * padded;
-                    im2col_row(s, xg, r0 + r, runs, row, 1);
+                    if (layout.fits) {
+                        const float *tap = phased.data() + layout.offset(s, r0 + r);
+                        for (int64_t oy = 0; oy < s.out_h; ++oy) {
+                            const float *src = tap + layout.position(s, oy, 0);
+                            std::copy(src, src + s.out_w, row + oy * s.out_w);
+                        }
+                    } else {
+                        im2col_row(s, xg, r0 + r, runs, row, 1);
+                    }
                     std::fill(row + g.p, row + padded, 0.0f);
                 }
             }
