@@ -203,7 +203,9 @@ __attribute__((target("avx512f"))) int64_t max_pool_2x2_plane_avx512(const PoolS
             for (; t + 16 <= s.out_w; t += 16) {
                 _mm512_storeu_ps(row + t, windows16(load_block(place_block(plane, s.w, s.out_w, oy, t), s.w)).best);
             }
-            max_pool_2x2_row(plane + 2 * oy * s.w, plane + (2 * oy + 1) * s.w, t, s.out_w, row);
+            // The tail (rare) in portable code: calling it costs a switch
+            // out of AVX-512 state even when there is nothing left to do.
+            if (t < s.out_w) max_pool_2x2_row(plane + 2 * oy * s.w, plane + (2 * oy + 1) * s.w, t, s.out_w, row);
         }
         return s.out_h;
     }
@@ -224,8 +226,10 @@ __attribute__((target("avx512f"))) int64_t max_pool_2x2_backward_plane_avx512(co
                 const BlockPlace at = place_block(plane, s.w, s.out_w, oy, t);
                 store_block(spread_gradient(windows16(load_block(at, s.w)), grad + oy * s.out_w + t), at, plane, out, s.w);
             }
-            max_pool_2x2_backward_row(plane + 2 * oy * s.w, plane + (2 * oy + 1) * s.w, grad + oy * s.out_w, t,
-                                      s.out_w, out + 2 * oy * s.w, out + (2 * oy + 1) * s.w);
+            if (t < s.out_w) {
+                max_pool_2x2_backward_row(plane + 2 * oy * s.w, plane + (2 * oy + 1) * s.w, grad + oy * s.out_w, t,
+                                          s.out_w, out + 2 * oy * s.w, out + (2 * oy + 1) * s.w);
+            }
         }
         return s.out_h;
     }
