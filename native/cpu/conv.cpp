@@ -279,6 +279,80 @@ int64_t column_block(int64_t columns, int64_t other_tasks, double flops_per_colu
 // its own partial dW; the parts are then added in order.
 constexpr int64_t kParts = 16;
 
+// dweight = the sum, in order, of the parts' partial weight gradients.
+void add_parts(const std::vector<float> &partial, int64_t parts, int64_t weight_size, float *dweight) {
+    ThreadPool::global().parallel_for(size_t(weight_size), 4096, [&](size_t begin, size_t end) {
+        for (size_t i = begin; i < end; ++i) {
+            float sum = partial[i];
+            for (int64_t part = 1; part < parts; ++part) sum += partial[size_t(part * weight_size) + i];
+            dweight[i] = sum;
+        }
+    });
+}
+
+// The weight gradient with col read in place, for ISAs with a gathered-A
+// micro-kernel: dW_g^T (K x cout_g) = the sum over images of col_n (K x P)
+// dy_n^T (P x cout_g), the rows of col straight from the padded
+// (phase-split) image, dy_n^T packed a depth block at a time (dy's rows
+// are its columns, so this is pack_rows_as_b). No col^T panels, which cost
+// as much as the arithmetic when c_out is small. The same products in the
+// same order (images, then positions) as backward_weight_gemm: the same bits.
+void backward_weight_gathered(const ConvShape &s, const Geometry &g, const PhasedImage &layout,
+                              gemm::GatheredAKernel kernel, const float *x, const float *dy, float *dweight) {
+    const int64_t weight_size = s.c_out * g.k;
+    const int64_t per_part = (s.n + kParts - 1) / kParts, parts = (s.n + per_part - 1) / per_part;
+    std::vector<float> partial(parts > 1 ? size_t(parts * weight_size) : 0);
+    const int64_t mr = gemm::tile_rows(), nr = gemm::tile_cols();
+    const int64_t out_tiles = (g.cout_g + nr - 1) / nr, ldct = out_tiles * nr;
+    const int64_t block = std::min<int64_t>((g.k + mr - 1) / mr * mr, 512);
+    const int64_t blocks = (g.k + block - 1) / block;
+    std::vector<int64_t> offsets(size_t(g.k)), pos(size_t(g.p));
+    for (int64_t r = 0; r < g.k; ++r) offsets[size_t(r)] = layout.offset(s, r);
+    for (int64_t p = 0; p < g.p; ++p) pos[size_t(p)] = layout.position(s, p / s.out_w, p % s.out_w);
+    ThreadPool::global().parallel_for(size_t(parts * s.groups * blocks), 1, [&](size_t begin, size_t end) {
+        thread_local std::vector<float> padded, panels, ct;
+        panels.resize(size_t(out_tiles * std::min(g.p, gemm::kDepthBlock) * nr));
+        ct.resize(size_t(block * ldct));
+        for (size_t item = begin; item < end; ++item) {
+            const int64_t part = int64_t(item) / (s.groups * blocks);
+            const int64_t group = int64_t(item) / blocks % s.groups, j0 = int64_t(item) % blocks * block;
+            const int64_t rows = std::min(block, g.k - j0);
+            const int64_t first = part * per_part, last = std::min(s.n, first + per_part);
+            for (int64_t image = first; image < last; ++image) {
+                padded.resize(size_t(layout.floats(g.cin_g)));
+                fill_phased(s, layout, g.cin_g, x + (image * s.c_in + group * g.cin_g) * s.h * s.w, padded.data());
+                const float *dyg = dy + (image * s.c_out + group * g.cout_g) * g.p;
+                for (int64_t p0 = 0; p0 < g.p; p0 += gemm::kDepthBlock) {
+                    const int64_t kc = std::min(gemm::kDepthBlock, g.p - p0);
+                    for (int64_t t = 0; t < out_tiles; ++t) {
+                        const float *dy_rows[64];
+                        const int64_t count = std::min(nr, g.cout_g - t * nr);
+                        for (int64_t j = 0; j < count; ++j) dy_rows[j] = dyg + (t * nr + j) * g.p + p0;
+                        gemm::pack_rows_as_b(dy_rows, count, kc, panels.data() + t * kc * nr);
+                    }
+                    const bool load = image > first || p0 > 0;
+                    for (int64_t r0 = 0; r0 < rows; r0 += mr) {
+                        // Rows past the block's end repeat its first row; their results are never read.
+                        const float *col_rows[16];
+                        for (int64_t i = 0; i < mr; ++i) {
+                            col_rows[i] = padded.data() + offsets[size_t(j0 + (r0 + i < rows ? r0 + i : 0))];
+                        }
+                        for (int64_t t = 0; t < out_tiles; ++t) {
+                            kernel(kc, col_rows, pos.data() + p0, panels.data() + t * kc * nr,
+                                   ct.data() + r0 * ldct + t * nr, ldct, load);
+                        }
+                    }
+                }
+            }
+            float *target = (parts > 1 ? partial.data() + part * weight_size : dweight) + group * g.cout_g * g.k;
+            for (int64_t o = 0; o < g.cout_g; ++o) {
+                for (int64_t r = 0; r < rows; ++r) target[o * g.k + j0 + r] = ct[size_t(r * ldct + o)];
+            }
+        }
+    });
+    if (parts > 1) add_parts(partial, parts, weight_size, dweight);
+}
+
 // The weight gradient on the packed GEMM: A = dy_n packed per image, B =
 // col_n^T packed straight from the image (a transposing copy).
 void backward_weight_gemm(const ConvShape &s, const Geometry &g, const float *x, const float *dy, float *dweight) {
@@ -354,15 +428,7 @@ void backward_weight_gemm(const ConvShape &s, const Geometry &g, const float *x,
             }
         }
     });
-    if (parts > 1) {
-        ThreadPool::global().parallel_for(size_t(weight_size), 4096, [&](size_t begin, size_t end) {
-            for (size_t i = begin; i < end; ++i) {
-                float sum = partial[i];
-                for (int64_t part = 1; part < parts; ++part) sum += partial[size_t(part * weight_size) + i];
-                dweight[i] = sum;
-            }
-        });
-    }
+    if (parts > 1) add_parts(partial, parts, weight_size, dweight);
 }
 
 // The weight gradient by dot-product tiles.
@@ -453,15 +519,7 @@ void backward_weight_dot(const ConvShape &s, const Geometry &g, const float *x, 
             }
         }
     });
-    if (parts > 1) {
-        ThreadPool::global().parallel_for(size_t(weight_size), 4096, [&](size_t begin, size_t end) {
-            for (size_t i = begin; i < end; ++i) {
-                float sum = partial[i];
-                for (int64_t part = 1; part < parts; ++part) sum += partial[size_t(part * weight_size) + i];
-                dweight[i] = sum;
-            }
-        });
-    }
+    if (parts > 1) add_parts(partial, parts, weight_size, dweight);
 }
 
 // The input gradient's phases: input row a * stride + phase (phase <
@@ -840,6 +898,15 @@ void conv2d_backward_weight(const ConvShape &s, const float *x, const float *dy,
     // GFLOP/s, conv4 105 against 46); the dot tiles win for a single one
     // (cnn64 conv1: 0.63 against 0.89 ms).
     if (g.cout_g <= 8) return backward_weight_dot(s, g, x, dy, dweight);
+    // With one micro-tile of output channels (32 on AVX-512) the packed col^T
+    // costs as much as the products, and reading col in place wins (cifar
+    // conv2 205 -> 255 GFLOP/s, cnn64 conv3 98 -> 119); with more, the
+    // packed panels serve several tiles and the two measured even.
+    const PhasedImage layout = phased_image(s);
+    const gemm::GatheredAKernel kernel = gemm::gathered_a_kernel();
+    if (kernel && layout.fits && g.cout_g <= gemm::tile_cols()) {
+        return backward_weight_gathered(s, g, layout, kernel, x, dy, dweight);
+    }
     return backward_weight_gemm(s, g, x, dy, dweight);
 }
 

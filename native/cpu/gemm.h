@@ -55,6 +55,15 @@ void multiply_indirect(const float *packed_a, int64_t k, int64_t rows, const int
 // kernels have it), or 0 if none divides it.
 int64_t indirect_run(int64_t row_width);
 
+// A micro-kernel whose A is read in place: C (tile_rows() x tile_cols(),
+// row stride ldc) = (load ? C : 0) + A B over depth kc, with A[i][p] =
+// rows[i][pos[p]] and B packed as one NR-column panel [kc][NR] (as
+// pack_rows_as_b writes it). The same products in the same order as
+// multiply's, so the same bits. Null where the ISA has none (AVX-512 only).
+using GatheredAKernel = void (*)(int64_t kc, const float *const *rows, const int64_t *pos, const float *b, float *c,
+                                 int64_t ldc, bool load);
+GatheredAKernel gathered_a_kernel();
+
 // For two operands whose rows are both contiguous in k (C = A B^T, as in a
 // convolution's weight gradient), no packing is needed: c[i * ldc + j] +=
 // sum over images < `images` and p < k of a[image * a_image + i * lda + p] *

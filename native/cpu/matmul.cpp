@@ -216,6 +216,38 @@ __attribute__((target("avx512f"))) void indirect_avx512_8x32(int64_t kc, const f
     }
 }
 
+// A with its rows read in place (gemm::gathered_a_kernel): A[i][p] =
+// rows[i][pos[p]]; B packed [kc][32]. The same products in the same order
+// as kernel_avx512_8x32 on the packed A, so the same bits.
+__attribute__((target("avx512f"))) void gathered_a_avx512_8x32(int64_t kc, const float *const *rows,
+                                                               const int64_t *pos, const float *b, float *c,
+                                                               int64_t ldc, bool load) {
+    constexpr int kRows = 8;
+    __m512 lo[kRows], hi[kRows];
+    const float *r[kRows];
+#pragma GCC unroll 8
+    for (int i = 0; i < kRows; ++i) {
+        r[i] = rows[i];
+        lo[i] = load ? _mm512_loadu_ps(c + i * ldc) : _mm512_setzero_ps();
+        hi[i] = load ? _mm512_loadu_ps(c + i * ldc + 16) : _mm512_setzero_ps();
+    }
+    for (int64_t p = 0; p < kc; ++p) {
+        const int64_t at = pos[p];
+        const __m512 b0 = _mm512_loadu_ps(b + p * 32), b1 = _mm512_loadu_ps(b + p * 32 + 16);
+#pragma GCC unroll 8
+        for (int i = 0; i < kRows; ++i) {
+            const __m512 x = _mm512_set1_ps(r[i][at]);
+            lo[i] = _mm512_fmadd_ps(x, b0, lo[i]);
+            hi[i] = _mm512_fmadd_ps(x, b1, hi[i]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < kRows; ++i) {
+        _mm512_storeu_ps(c + i * ldc, lo[i]);
+        _mm512_storeu_ps(c + i * ldc + 16, hi[i]);
+    }
+}
+
 __attribute__((target("avx2,fma"))) void indirect_avx2_6x16(int64_t kc, const float *a, const float *const *b,
                                                            const int64_t *offsets, float *c, int64_t ldc, bool load) {
     constexpr int kRows = 6;
@@ -535,6 +567,13 @@ int64_t tile_cols() { return isa().nr; }
 void dot_tile(int64_t k, int64_t images, const float *a, int64_t lda, int64_t a_image, const float *b, int64_t ldb,
               int64_t b_image, float *c, int64_t ldc, int rows, int cols) {
     isa().dot(k, images, a, lda, a_image, b, ldb, b_image, c, ldc, rows, cols);
+}
+
+GatheredAKernel gathered_a_kernel() {
+#if FM_X86_KERNELS
+    if (isa().kernel == kernel_avx512_8x32) return gathered_a_avx512_8x32;
+#endif
+    return nullptr;
 }
 
 void pack_rows_as_b(const float *const *rows, int64_t count, int64_t kc, float *panel) {
