@@ -212,13 +212,13 @@ void fill_phased(const ConvShape &s, const PhasedImage &p, int64_t channels, con
             split_even_odd(plane, s.w, s.h, s.w, even, odd, p.row);
             continue;
         }
+        if (s.stride_w == 1) {
+            copy_rows(first_row + s.pad_w, p.row, plane, s.w, s.h, s.w);
+            continue;
+        }
         for (int64_t iy = 0; iy < s.h; ++iy) {
             const float *src = plane + iy * s.w;
             float *dst = first_row + iy * p.row;
-            if (s.stride_w == 1) {
-                std::copy(src, src + s.w, dst + s.pad_w);
-                continue;
-            }
             // Input column ix is padded column ix + pad_w.
             for (int64_t phase = 0; phase < s.stride_w; ++phase) {
                 const int64_t ix = (phase - s.pad_w % s.stride_w + s.stride_w) % s.stride_w;  // first ix of this phase

@@ -345,6 +345,15 @@ double sum_run(const float *x, int64_t n) {
     return sum;
 }
 
+// (GCC would turn the inner loop back into a memmove call per row.)
+FM_VECTOR_CLONES __attribute__((optimize("no-tree-loop-distribute-patterns")))
+void copy_rows(float *__restrict dst, int64_t dst_stride, const float *__restrict src, int64_t src_stride, int64_t rows,
+               int64_t n) {
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t i = 0; i < n; ++i) dst[r * dst_stride + i] = src[r * src_stride + i];
+    }
+}
+
 FM_VECTOR_CLONES
 void add_rows(float *__restrict dst, int64_t dst_stride, const float *__restrict src, int64_t src_stride, int64_t rows,
               int64_t n) {
@@ -424,10 +433,6 @@ void run_fused(const Fused &fused, const std::vector<const float *> &loads, cons
                 const Load &load = inputs[i];
                 if (in_place[i]) {
                     reg[i].p = load.data + at;
-                    // A chunk is a 4 KiB page of each input, and the hardware
-                    // prefetcher stops at pages: ask for the next one now.
-                    const int64_t ahead = std::min(n, end - at - n);
-                    for (int64_t e = 0; e < ahead; e += 16) __builtin_prefetch(load.data + at + n + e, 0, 3);
                 } else if (load.mode == Load::Uniform) {
                     float *values = scratch(i);
                     for (SegmentWalk w(seg, n); w.more(); w.next()) {

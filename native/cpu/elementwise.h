@@ -16,6 +16,10 @@ void run_fused(const Fused &fused, const std::vector<const float *> &loads, cons
 // lanes added pairwise, then the tail).
 double sum_run(const float *x, int64_t n);
 
+// dst[r * dst_stride + i] = src[r * src_stride + i] for r < rows, i < n:
+// short rows without a library call each (vectorised like add_rows).
+void copy_rows(float *dst, int64_t dst_stride, const float *src, int64_t src_stride, int64_t rows, int64_t n);
+
 // dst[r * dst_stride + i] += src[r * src_stride + i] for r < rows, i < n
 // (vectorised for the widest ISA present).
 void add_rows(float *dst, int64_t dst_stride, const float *src, int64_t src_stride, int64_t rows, int64_t n);
