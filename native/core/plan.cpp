@@ -627,6 +627,9 @@ void print_steps(const Plan &plan, const StepFusion *fusion, std::FILE *out) {
             if (fusion && fusion->conv_sum_step[i] >= 0) {
                 text += " + channel sums of step " + std::to_string(fusion->conv_sum_step[i]);
             }
+            if (fusion && fusion->conv_variance_step[i] >= 0) {
+                text += " + variance sums of step " + std::to_string(fusion->conv_variance_step[i]);
+            }
         }
         std::fprintf(out, "%4zu %-12s %s\n", i, step.origin, text.c_str());
     }

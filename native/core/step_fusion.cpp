@@ -38,7 +38,7 @@ bool covers(const ByteRange &outer, const ByteRange &inner) {
 class StepFuser {
 public:
     StepFuser(const Plan &plan, const StepFusionOptions &options)
-        : steps(plan.steps), options(options), out(unfused_steps(plan)) {}
+        : steps(plan.steps), scalars(plan.scalars), options(options), out(unfused_steps(plan)) {}
 
     StepFusion run() {
         for (size_t i = 0; i < steps.size(); ++i) drop_broadcast(i);
@@ -46,6 +46,9 @@ public:
             for (size_t i = 0; i < steps.size(); ++i) conv_bias(i);
         }
         for (size_t i = 0; i < steps.size(); ++i) fuse_reductions(i);
+        if (options.conv_bias && options.conv_variance) {
+            for (size_t i = 0; i < steps.size(); ++i) conv_variance(i);
+        }
         for (size_t i = 0; i < steps.size(); ++i) merge_fused(i);
         if (options.pull_sums_forward) {
             for (size_t i = 0; i < steps.size(); ++i) pull_sums_forward(i);
@@ -81,6 +84,7 @@ private:
         } else if (out.bias_step[t] >= 0) {
             f(byte_range(steps[size_t(out.bias_step[t])].fused->stores[0].second));
             if (out.conv_sum_step[t] >= 0) f(byte_range(steps[size_t(out.conv_sum_step[t])].output));
+            if (out.conv_variance_step[t] >= 0) f(byte_range(out.sums[size_t(out.conv_variance_step[t])][0].out));
         } else {
             f(byte_range(step.output));
         }
@@ -199,6 +203,60 @@ private:
                 out.skip[k] = true;
             }
             break;
+        }
+    }
+
+    // After conv i (with its bias and channel sums S of its result z): a
+    // fused step D computing mean = S / count, then a fused step F whose
+    // only product is the channel sum of (z - mean)^2 (its store dead).
+    // The conv takes F's sum over; F is skipped. D still runs (the mean
+    // has other readers). Nothing between the conv and F may touch F's
+    // sum, which is now written at the conv.
+    void conv_variance(size_t i) {
+        if (out.bias_step[i] < 0 || out.conv_sum_step[i] < 0) return;
+        const TensorRef &z = steps[size_t(out.bias_step[i])].fused->stores[0].second;
+        const TensorRef &sums = steps[size_t(out.conv_sum_step[i])].output;
+        const double count = double(element_count(z.shape) / z.shape[1]);
+        int64_t mean_step = -1;
+        for (size_t t = size_t(out.conv_sum_step[i]) + 1; t < steps.size(); ++t) {
+            if (out.skip[t]) continue;
+            if (mean_step < 0) {
+                // D: the next step must be the division.
+                if (steps[t].kind != StepKind::Fused) return;
+                const Fused &d = fused_at(t);
+                if (d.code.size() != 1 || d.code[0].prim != Prim::Div || d.stores.size() != 1 || d.loads.size() != 2 ||
+                    d.code[0].a < 0 || d.code[0].b < 0 || d.stores[0].first != 2 || !out.sums[t].empty()) {
+                    return;
+                }
+                const TensorRef &num = d.loads[size_t(d.code[0].a)], &den = d.loads[size_t(d.code[0].b)];
+                if (!same_tensor(num, sums) || den.storage != Storage::Scalar || den.index >= scalars.size() ||
+                    double(scalars[den.index]) != count) {
+                    return;
+                }
+                mean_step = int64_t(t);
+                continue;
+            }
+            const TensorRef &mean = fused_at(size_t(mean_step)).stores[0].second;
+            if (steps[t].kind != StepKind::Fused) return;
+            const Fused &f = fused_at(t);
+            const bool shape_ok = f.shape == z.shape && f.loads.size() == 2 && f.code.size() == 2 &&
+                                  out.sums[t].size() == 1 && !out.skip_store[t].empty();
+            if (!shape_ok) return;
+            const FusedInstruction &sub = f.code[0], &square = f.code[1];
+            const int32_t z_reg = same_tensor(f.loads[0], z) ? 0 : 1;
+            if (!same_tensor(f.loads[size_t(z_reg)], z) || !same_tensor(f.loads[size_t(1 - z_reg)], mean) ||
+                sub.prim != Prim::Sub || sub.a != z_reg || sub.b != 1 - z_reg || square.prim != Prim::Mul ||
+                square.a != 2 || square.b != 2 || out.sums[t][0].reg != 3) {
+                return;
+            }
+            for (bool skipped : out.skip_store[t]) if (!skipped) return;
+            const ByteRange variance = byte_range(out.sums[t][0].out);
+            for (size_t u = i + 1; u < t; ++u) {
+                if (!out.skip[u] && (reads(u, variance) || writes_into(u, variance))) return;
+            }
+            out.conv_variance_step[i] = int64_t(t);
+            out.skip[t] = true;
+            return;
         }
     }
 
@@ -504,6 +562,7 @@ private:
     }
 
     const std::vector<Step> &steps;
+    const std::vector<float> &scalars;
     const StepFusionOptions options;
     StepFusion out;
 };
@@ -524,6 +583,7 @@ StepFusion unfused_steps(const Plan &plan) {
     none.skip_store.assign(n, {});
     none.bias_step.assign(n, -1);
     none.conv_sum_step.assign(n, -1);
+    none.conv_variance_step.assign(n, -1);
     return none;
 }
 

@@ -9,7 +9,11 @@
 //   input instead, broadcasting it themselves;
 // - a Conv2d whose output only the next step reads, to add a per-channel
 //   bias: the convolution adds it (and may take the channel sums of the
-//   result) while the output block is in cache;
+//   result) while the output block is in cache; and where a later step
+//   sums (z - mean)^2 per channel with mean = those sums / their count (a
+//   BatchNorm's variance), the convolution takes that sum too, as
+//   sum z^2 - (sum z)^2 / count in double (the same quantity, rounded
+//   differently), saving a pass over z (option conv_variance);
 // - a fused step whose stores only a later fused step of the same shape
 //   reads joins that step;
 // - a fused step storing y and relu(y), where later steps read y only
@@ -43,6 +47,9 @@ struct StepFusion {
     std::vector<std::vector<bool>> skip_store;        // per fused step
     std::vector<int64_t> bias_step;                   // per conv step: the step whose bias it adds, or -1
     std::vector<int64_t> conv_sum_step;               // per conv step: the channel sum it takes over, or -1
+    // Per conv step with a conv_sum_step: the fused step whose channel sum
+    // of (z - mean)^2 it takes over (into that step's sums[0].out), or -1.
+    std::vector<int64_t> conv_variance_step;
 };
 
 struct StepFusionOptions {
@@ -59,6 +66,9 @@ struct StepFusionOptions {
     bool pull_sums_forward = true;
     // The most channel sums one fused step may take.
     size_t max_channel_sums = size_t(1) << 20;
+    // The conv_bias fusion may also take a BatchNorm's variance sums (the
+    // backend's Conv2d can sum squares in its epilogue).
+    bool conv_variance = false;
 };
 
 StepFusion fuse_steps(const Plan &plan, const StepFusionOptions &options);

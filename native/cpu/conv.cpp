@@ -653,7 +653,8 @@ void conv2d_forward(const ConvShape &s, const float *x, const float *weight, flo
 }
 
 void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight, const float *bias, float *y,
-                         float *channel_sums) {
+                         float *channel_sums, float *variance_sums) {
+    if (!channel_sums) variance_sums = nullptr;
     const Geometry g = check_and_measure("conv2d_forward", s);
     if (s.n == 0 || s.c_out == 0 || g.p == 0) return;
     if (g.k == 0) {
@@ -667,6 +668,7 @@ void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight
                 double sum = 0;
                 for (int64_t image = 0; image < s.n; ++image) sum += sum_run(y + (image * s.c_out + o) * g.p, g.p);
                 channel_sums[o] = float(sum);
+                if (variance_sums) variance_sums[o] = 0.0f;  // a constant channel
             }
         }
         return;
@@ -691,6 +693,7 @@ void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight
     const size_t grain = size_t(std::max<int64_t>(1, int64_t(2e6 / (2.0 * double(g.cout_g * g.k * block)))));
     // Per task and output channel of its group: the sum of its block.
     std::vector<double> partial(channel_sums ? size_t(s.n * s.groups * blocks * g.cout_g) : 0);
+    std::vector<double> partial_squares(variance_sums ? partial.size() : 0);
     ThreadPool::global().parallel_for(size_t(s.n * s.groups * blocks), grain, [&](size_t begin, size_t end) {
         std::vector<Segment> runs;
         for (size_t item = begin; item < end; ++item) {
@@ -755,8 +758,9 @@ void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight
             if (channel_sums) {
                 const int64_t cols = std::min(block, g.p - j0);
                 for (int64_t o = 0; o < g.cout_g; ++o) {
-                    partial[item * size_t(g.cout_g) + size_t(o)] =
-                        sum_run(y + (image * s.c_out + group * g.cout_g + o) * g.p + j0, cols);
+                    const float *row = y + (image * s.c_out + group * g.cout_g + o) * g.p + j0;
+                    partial[item * size_t(g.cout_g) + size_t(o)] = sum_run(row, cols);
+                    if (variance_sums) partial_squares[item * size_t(g.cout_g) + size_t(o)] = sum_squares_run(row, cols);
                 }
             }
         }
@@ -764,13 +768,17 @@ void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight
     if (channel_sums) {  // tasks in order: image, then block
         for (int64_t o = 0; o < s.c_out; ++o) {
             const int64_t group = o / g.cout_g, within = o % g.cout_g;
-            double sum = 0;
+            double sum = 0, squares = 0;
             for (int64_t image = 0; image < s.n; ++image) {
                 for (int64_t b = 0; b < blocks; ++b) {
-                    sum += partial[size_t(((image * s.groups + group) * blocks + b) * g.cout_g + within)];
+                    const size_t at = size_t(((image * s.groups + group) * blocks + b) * g.cout_g + within);
+                    sum += partial[at];
+                    if (variance_sums) squares += partial_squares[at];
                 }
             }
             channel_sums[o] = float(sum);
+            // Never below zero, as a sum of squares of differences is not.
+            if (variance_sums) variance_sums[o] = float(std::max(0.0, squares - sum * sum / double(s.n * g.p)));
         }
     }
 }

@@ -200,9 +200,14 @@ void Runner::run_step(size_t index) {
                 float *sums = lowered.conv_sum_step[index] >= 0
                                   ? out(plan.steps[size_t(lowered.conv_sum_step[index])])
                                   : nullptr;
+                const int64_t variance_step = lowered.conv_variance_step[index];
+                float *variance_sums =
+                    variance_step >= 0
+                        ? reinterpret_cast<float *>(address(lowered.sums[size_t(variance_step)][0].out))
+                        : nullptr;
                 return conv2d_forward_bias(conv_shape(step),
                                            in(step, 0), in(step, 1), reinterpret_cast<const float *>(address(ls[bias])),
-                                           reinterpret_cast<float *>(address(z)), sums);
+                                           reinterpret_cast<float *>(address(z)), sums, variance_sums);
             }
             return kernel(step);
     }
@@ -211,7 +216,9 @@ void Runner::run_step(size_t index) {
 }  // namespace
 
 static StepFusion lower(const Plan &plan) {
-    return lowering_enabled() ? fuse_steps(plan, StepFusionOptions{}) : unfused_steps(plan);
+    StepFusionOptions options;
+    options.conv_variance = true;
+    return lowering_enabled() ? fuse_steps(plan, options) : unfused_steps(plan);
 }
 
 void *compile_plan(void *, const Plan &plan) {

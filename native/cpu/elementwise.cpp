@@ -330,20 +330,27 @@ void execute(const FusedInstruction &ins, float *out, Operand a, Operand b, Oper
 // the lanes pairwise (l + 8, + 4, + 2, + 1), then the tail in order. Only
 // additions, so every clone (vector widths differ, lanes do not) gives the
 // same bits; the 16 independent chains keep the adds pipelined.
-FM_VECTOR_CLONES
-double sum_run(const float *x, int64_t n) {
+template <bool kSquares>
+inline double lane_sum(const float *x, int64_t n) {
+    auto term = [](float v) { return kSquares ? double(v) * double(v) : double(v); };
     double lanes[16] = {};
     int64_t j = 0;
     for (; j + 16 <= n; j += 16) {
-        for (int l = 0; l < 16; ++l) lanes[l] += double(x[j + l]);
+        for (int l = 0; l < 16; ++l) lanes[l] += term(x[j + l]);
     }
     for (int width = 8; width >= 1; width /= 2) {
         for (int l = 0; l < width; ++l) lanes[l] += lanes[l + width];
     }
     double sum = lanes[0];
-    for (; j < n; ++j) sum += double(x[j]);
+    for (; j < n; ++j) sum += term(x[j]);
     return sum;
 }
+
+FM_VECTOR_CLONES
+double sum_run(const float *x, int64_t n) { return lane_sum<false>(x, n); }
+
+FM_VECTOR_CLONES
+double sum_squares_run(const float *x, int64_t n) { return lane_sum<true>(x, n); }
 
 // (GCC would turn the inner loop back into a memmove call per row.)
 FM_VECTOR_CLONES __attribute__((optimize("no-tree-loop-distribute-patterns")))

@@ -34,9 +34,12 @@ bool avx512_kernels();
 void conv2d_forward(const ConvShape &s, const float *x, const float *weight, float *y);
 // The same, then y[:, o] += bias[o] (bias: [c_out]), while the block is in
 // cache; and, if channel_sums is not null, channel_sums[o] = the sum of
-// y[:, o] (in double: per task in a fixed order, tasks added in order).
+// y[:, o] (in double: per task in a fixed order, tasks added in order);
+// and, if variance_sums is not null too, variance_sums[o] = the sum of
+// (y[:, o] - mean_o)^2, mean_o = that sum / its count, computed as
+// sum y^2 - (sum y)^2 / count in double.
 void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight, const float *bias, float *y,
-                         float *channel_sums = nullptr);
+                         float *channel_sums = nullptr, float *variance_sums = nullptr);
 // dx = d(loss)/dx given dy; also the forward pass of conv_transpose2d.
 void conv2d_backward_input(const ConvShape &s, const float *dy, const float *weight, float *dx);
 // dweight = d(loss)/dweight given x and dy.

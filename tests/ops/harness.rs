@@ -147,6 +147,12 @@ impl Arg {
         self
     }
 
+    /// Its gradient is not checked (say why where this is used).
+    pub fn skip_grad(mut self) -> Arg {
+        self.grad = Grad::Skip;
+        self
+    }
+
     fn reference_data(&self) -> Vec<f64> {
         match &self.data {
             Data::F32(v) => v.clone(),

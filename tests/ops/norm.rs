@@ -77,6 +77,48 @@ fn batch_norm_training_output_and_gradients() {
     }
 }
 
+/// A convolution with a bias feeding a training-mode batch norm: on the CPU
+/// the convolution then takes the batch's channel sums and variance sums
+/// itself (sum z^2 - (sum z)^2 / count, in double), so the normalisation
+/// pass never reads z for them. The channels sit far from zero (bias 3)
+/// with a small spread, where that formula loses most to cancellation.
+/// The bias's own gradient is not checked: batch norm removes it, so it is
+/// a sum that cancels to zero, which float reaches only to about 1e-5
+/// (fused or not).
+#[test]
+fn batch_norm_of_a_convolution_with_a_bias() {
+    // z has 2^18 elements: smaller passes keep their sums out of the conv.
+    let (xs, ws) = ([4usize, 2, 128, 128], [4usize, 2, 3, 3]);
+    let options = ferrometal::Conv2d {
+        padding: [1, 1],
+        ..ferrometal::Conv2d::default()
+    };
+    let (n, c, spatial) = (xs[0], ws[0], xs[2] * xs[3]);
+    OpTest::new(
+        "conv2d + bias, then batch_norm training",
+        vec![
+            rand(&xs, 7),
+            rand(&ws, 8).map(|v| 0.3 * v),
+            rand(&[c], 9).map(|v| 3.0 + v).skip_grad(),
+            rand(&[c], 10).map(|v| 1.0 + 0.5 * v),
+            rand(&[c], 11),
+        ],
+    )
+    .grad_samples(12)
+    .run(
+        &|g, v| {
+            let z = g.conv2d(v[0], v[1], Some(v[2]), &options)?;
+            let mean = g.variable_from("running_mean", &[c], &vec![0.0f32; c])?;
+            let var = g.variable_from("running_var", &[c], &vec![1.0f32; c])?;
+            g.batch_norm(z, v[3], v[4], mean, var, 0.1, 1e-5, true)
+        },
+        &|d| {
+            let z = crate::conv_pool::conv2d_reference(&d[0], xs, &d[1], ws, Some(&d[2]), &options);
+            batch_norm_reference(&z, &d[3], &d[4], (n, c, spatial), None, 1e-5)
+        },
+    );
+}
+
 #[test]
 fn batch_norm_evaluation_uses_the_running_statistics() {
     let (n, c, spatial) = (3usize, 2usize, 4usize);
