@@ -202,10 +202,22 @@ PhasedImage phased_image(const ConvShape &s) {
 // Writes `channels` planes of x (h x w each) into out in the PhasedImage
 // layout, borders zero.
 void fill_phased(const ConvShape &s, const PhasedImage &p, int64_t channels, const float *x, float *out) {
-    std::fill(out, out + p.floats(channels), 0.0f);
     for (int64_t c = 0; c < channels; ++c) {
         const float *plane = x + c * s.h * s.w;
         float *first_row = out + (c * p.hp + s.pad_h) * p.row;
+        // Zeros where no input lands: the border rows, and in each row the
+        // border columns (at stride 1) or, more simply, the whole row first.
+        std::fill(out + c * p.hp * p.row, first_row, 0.0f);
+        std::fill(first_row + s.h * p.row, out + (c + 1) * p.hp * p.row, 0.0f);
+        for (int64_t iy = 0; iy < s.h; ++iy) {
+            float *row = first_row + iy * p.row;
+            if (s.stride_w == 1) {
+                std::fill(row, row + s.pad_w, 0.0f);
+                std::fill(row + s.pad_w + s.w, row + p.row, 0.0f);
+            } else {
+                std::fill(row, row + p.row, 0.0f);
+            }
+        }
         if (s.stride_w == 2) {  // even input columns land in phase pad_w % 2, odd ones in the other
             float *even = first_row + s.pad_w % 2 * p.phase + s.pad_w / 2;
             float *odd = first_row + (s.pad_w + 1) % 2 * p.phase + (s.pad_w + 1) / 2;
@@ -747,20 +759,16 @@ void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight
                 },
                 y + (image * s.c_out + group * g.cout_g) * g.p, g.p, false);
             }
-            if (bias) {
-                const int64_t cols = std::min(block, g.p - j0);
-                for (int64_t o = group * g.cout_g; o < (group + 1) * g.cout_g; ++o) {
-                    float *row = y + (image * s.c_out + o) * g.p + j0;
-                    const float b = bias[o];
-                    for (int64_t j = 0; j < cols; ++j) row[j] += b;
-                }
-            }
-            if (channel_sums) {
+            // The epilogue, one pass over each row of the block while it is in
+            // cache: + bias, then the row's sum (and sum of squares).
+            if (bias || channel_sums) {
                 const int64_t cols = std::min(block, g.p - j0);
                 for (int64_t o = 0; o < g.cout_g; ++o) {
-                    const float *row = y + (image * s.c_out + group * g.cout_g + o) * g.p + j0;
-                    partial[item * size_t(g.cout_g) + size_t(o)] = sum_run(row, cols);
-                    if (variance_sums) partial_squares[item * size_t(g.cout_g) + size_t(o)] = sum_squares_run(row, cols);
+                    float *row = y + (image * s.c_out + group * g.cout_g + o) * g.p + j0;
+                    const size_t at = item * size_t(g.cout_g) + size_t(o);
+                    add_and_sum_run(row, cols, bias ? bias[group * g.cout_g + o] : 0.0f, bias != nullptr,
+                                    channel_sums ? &partial[at] : nullptr,
+                                    variance_sums ? &partial_squares[at] : nullptr);
                 }
             }
         }

@@ -330,27 +330,62 @@ void execute(const FusedInstruction &ins, float *out, Operand a, Operand b, Oper
 // the lanes pairwise (l + 8, + 4, + 2, + 1), then the tail in order. Only
 // additions, so every clone (vector widths differ, lanes do not) gives the
 // same bits; the 16 independent chains keep the adds pipelined.
-template <bool kSquares>
-inline double lane_sum(const float *x, int64_t n) {
-    auto term = [](float v) { return kSquares ? double(v) * double(v) : double(v); };
+FM_VECTOR_CLONES
+double sum_run(const float *x, int64_t n) {
     double lanes[16] = {};
     int64_t j = 0;
     for (; j + 16 <= n; j += 16) {
-        for (int l = 0; l < 16; ++l) lanes[l] += term(x[j + l]);
+        for (int l = 0; l < 16; ++l) lanes[l] += double(x[j + l]);
     }
     for (int width = 8; width >= 1; width /= 2) {
         for (int l = 0; l < width; ++l) lanes[l] += lanes[l + width];
     }
     double sum = lanes[0];
-    for (; j < n; ++j) sum += term(x[j]);
+    for (; j < n; ++j) sum += double(x[j]);
     return sum;
 }
 
-FM_VECTOR_CLONES
-double sum_run(const float *x, int64_t n) { return lane_sum<false>(x, n); }
+namespace {
+
+// add_and_sum_run for one combination of outputs, lanes as sum_run's.
+template <bool kSum, bool kSquares>
+inline void add_and_lane_sums(float *x, int64_t n, float bias, bool add_bias, double *sum, double *squares) {
+    double lanes[16] = {}, square_lanes[16] = {};
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        for (int l = 0; l < 16; ++l) {
+            const float v = add_bias ? x[j + l] + bias : x[j + l];
+            x[j + l] = v;
+            if (kSum) lanes[l] += double(v);
+            if (kSquares) square_lanes[l] += double(v) * double(v);
+        }
+    }
+    for (int width = 8; width >= 1; width /= 2) {
+        for (int l = 0; l < width; ++l) {
+            lanes[l] += lanes[l + width];
+            square_lanes[l] += square_lanes[l + width];
+        }
+    }
+    double total = lanes[0], total_squares = square_lanes[0];
+    for (; j < n; ++j) {
+        const float v = add_bias ? x[j] + bias : x[j];
+        x[j] = v;
+        total += double(v);
+        total_squares += double(v) * double(v);
+    }
+    if (kSum) *sum = total;
+    if (kSquares) *squares = total_squares;
+}
+
+}  // namespace
 
 FM_VECTOR_CLONES
-double sum_squares_run(const float *x, int64_t n) { return lane_sum<true>(x, n); }
+void add_and_sum_run(float *x, int64_t n, float bias, bool add_bias, double *sum, double *squares) {
+    if (sum && squares) return add_and_lane_sums<true, true>(x, n, bias, add_bias, sum, squares);
+    if (sum) return add_and_lane_sums<true, false>(x, n, bias, add_bias, sum, squares);
+    if (squares) return add_and_lane_sums<false, true>(x, n, bias, add_bias, sum, squares);
+    return add_and_lane_sums<false, false>(x, n, bias, add_bias, sum, squares);
+}
 
 // (GCC would turn the inner loop back into a memmove call per row.)
 FM_VECTOR_CLONES __attribute__((optimize("no-tree-loop-distribute-patterns")))

@@ -15,8 +15,10 @@ void run_fused(const Fused &fused, const std::vector<const float *> &loads, cons
 // The sum of x[0, n) in double, in a fixed order whatever the ISA (16
 // lanes added pairwise, then the tail).
 double sum_run(const float *x, int64_t n);
-// The sum of x[i]^2 (each square in double), in sum_run's order.
-double sum_squares_run(const float *x, int64_t n);
+// In one pass: x[i] += bias (if add_bias), then *sum = sum_run(x, n) and
+// *squares = the sum of x[i]^2 (each in double, in sum_run's order), for
+// those not null.
+void add_and_sum_run(float *x, int64_t n, float bias, bool add_bias, double *sum, double *squares);
 
 // dst[r * dst_stride + i] = src[r * src_stride + i] for r < rows, i < n:
 // short rows without a library call each (vectorised like add_rows).
