@@ -15,10 +15,14 @@
 #include <vector>
 
 #include "elementwise_math.h"
+#include "kernels.h"
 #include "thread_pool.h"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
+#endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
 #endif
 
 // Compiled for AVX-512 and AVX2 too, picked by the loader. The build turns
@@ -209,11 +213,27 @@ void spread(float *dst, const float *values, const Segments &seg, int64_t n) {
     for (SegmentWalk w(seg, n); w.more(); w.next()) std::fill(dst + w.lo, dst + w.hi, values[w.k]);
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx512f"))) int64_t square_roots_avx512(float *out, const float *x, int64_t n,
+                                                              bool reciprocal) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 r = _mm512_maskz_sqrt_ps(0xFFFF, _mm512_loadu_ps(x + i));  // (GCC 12 warns on the unmasked form)
+        _mm512_storeu_ps(out + i, reciprocal ? _mm512_div_ps(one, r) : r);
+    }
+    return i;
+}
+#endif
+
 // out = sqrt(x) or 1 / sqrt(x). Vector square roots: std::sqrt keeps a
-// scalar errno path that stops the compiler vectorising it; both forms are
+// scalar errno path that stops the compiler vectorising it; every form is
 // correctly rounded, so the results are the same.
 void square_roots(float *out, const float *x, int64_t n, bool reciprocal) {
     int64_t i = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (avx512_kernels()) i = square_roots_avx512(out, x, n, reciprocal);
+#endif
 #if defined(__SSE2__)
     const __m128 one = _mm_set1_ps(1.0f);
     for (; i + 4 <= n; i += 4) {
