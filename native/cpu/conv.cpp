@@ -154,7 +154,10 @@ void split_even_odd(const float *in, int64_t n, int64_t rows, int64_t in_stride,
     if (avx512_kernels()) return split_even_odd_avx512(in, n, rows, in_stride, even, odd, out_stride);
 #endif
     for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t i = 0; i < n; ++i) (i % 2 ? odd : even)[r * out_stride + i / 2] = in[r * in_stride + i];
+        const float *src = in + r * in_stride;
+        float *e = even + r * out_stride, *o = odd + r * out_stride;
+        for (int64_t t = 0; 2 * t < n; ++t) e[t] = src[2 * t];
+        for (int64_t t = 0; 2 * t + 1 < n; ++t) o[t] = src[2 * t + 1];
     }
 }
 
