@@ -383,6 +383,13 @@ void backward_weight_gemm(const ConvShape &s, const Geometry &g, const float *x,
     // from a zero-bordered (phase-split) copy of the image, no im2col rows.
     const PhasedImage layout = phased_image(s);
     const bool phased = layout.fits;
+    std::vector<int64_t> offsets, pos;
+    if (phased) {
+        offsets.resize(size_t(g.k));
+        for (int64_t r = 0; r < g.k; ++r) offsets[size_t(r)] = layout.offset(s, r);
+        pos.resize(size_t(g.p));
+        for (int64_t p = 0; p < g.p; ++p) pos[size_t(p)] = layout.position(s, p / s.out_w, p % s.out_w);
+    }
     ThreadPool::global().parallel_for(size_t(parts * s.groups * blocks), 1, [&](size_t begin, size_t end) {
         thread_local std::vector<float> a_buffer;
         const size_t a_floats = gemm::packed_a_size(g.cout_g, g.p);
@@ -390,13 +397,6 @@ void backward_weight_gemm(const ConvShape &s, const Geometry &g, const float *x,
         std::vector<Segment> runs;
         std::vector<float> rows;
         thread_local std::vector<float> padded;
-        std::vector<int64_t> offsets, pos;
-        if (phased) {
-            offsets.resize(size_t(g.k));
-            for (int64_t r = 0; r < g.k; ++r) offsets[size_t(r)] = layout.offset(s, r);
-            pos.resize(size_t(g.p));
-            for (int64_t p = 0; p < g.p; ++p) pos[size_t(p)] = layout.position(s, p / s.out_w, p % s.out_w);
-        }
         for (size_t item = begin; item < end; ++item) {
             const int64_t part = int64_t(item) / (s.groups * blocks);
             const int64_t group = int64_t(item) / blocks % s.groups, j0 = int64_t(item) % blocks * block;
@@ -703,6 +703,9 @@ void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight
     const bool indirect = run > 0 && g.p % nr == 0 && layout.fits;
     static std::atomic<uint64_t> calls{0};
     const uint64_t call = ++calls;
+    // Row r of the column matrix starts at offsets[r] in the padded image.
+    std::vector<int64_t> offsets(indirect ? size_t(g.k) : 0);
+    for (size_t r = 0; r < offsets.size(); ++r) offsets[r] = layout.offset(s, int64_t(r));
     const int64_t block = column_block(g.p, s.n * s.groups, 2.0 * double(g.cout_g * g.k));
     const int64_t blocks = (g.p + block - 1) / block;
     const size_t grain = size_t(std::max<int64_t>(1, int64_t(2e6 / (2.0 * double(g.cout_g * g.k * block)))));
@@ -722,7 +725,6 @@ void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight
                 // A thread's next task is often the same image's next block:
                 // the copy is kept for it (keyed by this call, image, group).
                 thread_local std::vector<float> padded;
-                thread_local std::vector<int64_t> offsets;
                 thread_local std::vector<const float *> bases;
                 thread_local uint64_t filled_call = 0;
                 thread_local int64_t filled_item = -1;
@@ -732,8 +734,6 @@ void conv2d_forward_bias(const ConvShape &s, const float *x, const float *weight
                     fill_phased(s, layout, g.cin_g, xg, padded.data());
                     filled_call = call, filled_item = image_group;
                 }
-                offsets.resize(size_t(g.k));
-                for (int64_t r = 0; r < g.k; ++r) offsets[size_t(r)] = layout.offset(s, r);
                 const int64_t cols = std::min(block, g.p - j0);
                 bases.resize(size_t(cols / run));
                 for (int64_t j = 0; j < cols; j += run) {
