@@ -294,16 +294,29 @@ int64_t column_block(int64_t columns, int64_t other_tasks, double flops_per_colu
 // its own partial dW; the parts are then added in order.
 constexpr int64_t kParts = 16;
 
-// dweight = the sum, in order, of the parts' partial weight gradients.
-void add_parts(const std::vector<float> &partial, int64_t parts, int64_t weight_size, float *dweight) {
-    ThreadPool::global().parallel_for(size_t(weight_size), 4096, [&](size_t begin, size_t end) {
-        for (size_t i = begin; i < end; ++i) {
-            float sum = partial[i];
-            for (int64_t part = 1; part < parts; ++part) sum += partial[size_t(part * weight_size) + i];
-            dweight[i] = sum;
-        }
-    });
-}
+// The partial weight gradients of the parts of a batch: each part's
+// tasks write all of its own (so the memory starts uninitialised), and the
+// parts are then added in order. With one part, dweight itself.
+class PartialGradients {
+public:
+    PartialGradients(int64_t parts, int64_t size)
+        : parts_(parts), size_(size), data_(parts > 1 ? new float[size_t(parts * size)] : nullptr) {}
+    float *of(int64_t part, float *dweight) const { return parts_ > 1 ? data_.get() + part * size_ : dweight; }
+    void add_into(float *dweight) const {
+        if (parts_ <= 1) return;
+        ThreadPool::global().parallel_for(size_t(size_), 4096, [&](size_t begin, size_t end) {
+            for (size_t i = begin; i < end; ++i) {
+                float sum = data_[i];
+                for (int64_t part = 1; part < parts_; ++part) sum += data_[size_t(part * size_) + i];
+                dweight[i] = sum;
+            }
+        });
+    }
+
+private:
+    int64_t parts_, size_;
+    std::unique_ptr<float[]> data_;
+};
 
 // The weight gradient with col read in place, for ISAs with a gathered-A
 // micro-kernel: dW_g^T (K x cout_g) = the sum over images of col_n (K x P)
@@ -316,7 +329,7 @@ void backward_weight_gathered(const ConvShape &s, const Geometry &g, const Phase
                               gemm::GatheredAKernel kernel, const float *x, const float *dy, float *dweight) {
     const int64_t weight_size = s.c_out * g.k;
     const int64_t per_part = (s.n + kParts - 1) / kParts, parts = (s.n + per_part - 1) / per_part;
-    std::vector<float> partial(parts > 1 ? size_t(parts * weight_size) : 0);
+    const PartialGradients partial(parts, weight_size);
     const int64_t mr = gemm::tile_rows(), nr = gemm::tile_cols();
     const int64_t out_tiles = (g.cout_g + nr - 1) / nr, ldct = out_tiles * nr;
     const int64_t block = std::min<int64_t>((g.k + mr - 1) / mr * mr, 512);
@@ -359,13 +372,13 @@ void backward_weight_gathered(const ConvShape &s, const Geometry &g, const Phase
                     }
                 }
             }
-            float *target = (parts > 1 ? partial.data() + part * weight_size : dweight) + group * g.cout_g * g.k;
+            float *target = partial.of(part, dweight) + group * g.cout_g * g.k;
             for (int64_t o = 0; o < g.cout_g; ++o) {
                 for (int64_t r = 0; r < rows; ++r) target[o * g.k + j0 + r] = ct[size_t(r * ldct + o)];
             }
         }
     });
-    if (parts > 1) add_parts(partial, parts, weight_size, dweight);
+    partial.add_into(dweight);
 }
 
 // The weight gradient on the packed GEMM: A = dy_n packed per image, B =
@@ -375,7 +388,7 @@ void backward_weight_gemm(const ConvShape &s, const Geometry &g, const float *x,
     // The images in at most kParts parts of equal size (the batch size alone
     // decides), each summed by its own tasks into its own partial dW.
     const int64_t per_part = (s.n + kParts - 1) / kParts, parts = (s.n + per_part - 1) / per_part;
-    std::vector<float> partial(parts > 1 ? size_t(parts * weight_size) : 0);
+    const PartialGradients partial(parts, weight_size);
     const int64_t nr = gemm::tile_cols();
     const int64_t block = column_block(g.k, parts * s.groups, 2.0 * double(g.cout_g * g.p * per_part));
     const int64_t blocks = (g.k + block - 1) / block;
@@ -400,7 +413,7 @@ void backward_weight_gemm(const ConvShape &s, const Geometry &g, const float *x,
         for (size_t item = begin; item < end; ++item) {
             const int64_t part = int64_t(item) / (s.groups * blocks);
             const int64_t group = int64_t(item) / blocks % s.groups, j0 = int64_t(item) % blocks * block;
-            float *target = (parts > 1 ? partial.data() + part * weight_size : dweight) + group * g.cout_g * g.k;
+            float *target = partial.of(part, dweight) + group * g.cout_g * g.k;
             const int64_t first = part * per_part, last = std::min(s.n, first + per_part);
             rows.resize(size_t(nr * std::min(g.p, gemm::kDepthBlock)));
             for (int64_t image = first; image < last; ++image) {
@@ -443,7 +456,7 @@ void backward_weight_gemm(const ConvShape &s, const Geometry &g, const float *x,
             }
         }
     });
-    if (parts > 1) add_parts(partial, parts, weight_size, dweight);
+    partial.add_into(dweight);
 }
 
 // The weight gradient by dot-product tiles.
@@ -470,7 +483,7 @@ void backward_weight_dot(const ConvShape &s, const Geometry &g, const float *x, 
     }
     const int64_t blocks = (g.k + block - 1) / block;
     const PhasedImage layout = phased_image(s);
-    std::vector<float> partial(parts > 1 ? size_t(parts * weight_size) : 0);
+    const PartialGradients partial(parts, weight_size);
     ThreadPool::global().parallel_for(size_t(parts * s.groups * blocks), 1, [&](size_t begin, size_t end) {
         thread_local std::vector<float> buffer;
         const size_t col_floats = size_t(per_part * block * padded);
@@ -522,7 +535,7 @@ void backward_weight_dot(const ConvShape &s, const Geometry &g, const float *x, 
                 dy_image = g.cout_g * padded;
             }
             const int64_t dy_row = pad_dy ? padded : g.p;
-            float *target = (parts > 1 ? partial.data() + part * weight_size : dweight) + group * g.cout_g * g.k;
+            float *target = partial.of(part, dweight) + group * g.cout_g * g.k;
             for (int64_t o = 0; o < g.cout_g; o += tile) {
                 for (int64_t r = 0; r < rows; r += tile) {
                     float *c = target + o * g.k + r0 + r;
@@ -534,7 +547,7 @@ void backward_weight_dot(const ConvShape &s, const Geometry &g, const float *x, 
             }
         }
     });
-    if (parts > 1) add_parts(partial, parts, weight_size, dweight);
+    partial.add_into(dweight);
 }
 
 // The input gradient's phases: input row a * stride + phase (phase <
