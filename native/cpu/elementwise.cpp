@@ -269,15 +269,32 @@ inline void binary(float *__restrict out, Operand a, Operand b, int64_t n, const
 }
 
 // Ternary instructions: x with two uniform parameters (BatchNormalize's
-// usual form) has its own loop; any other mix spreads its uniform operands
-// over `scratch` (3 chunks) first.
+// usual form) and one uniform operand among per-element ones (a Where on a
+// flag, or with a constant branch) have their own loops; the other mixes
+// spread their uniform operands over `scratch` (3 chunks) first.
 template <class F>
 inline void ternary(float *__restrict out, Operand a, Operand b, Operand c, int64_t n, const Segments &seg, F f,
                     float *scratch) {
+    const int uniforms = int(a.uniform) + int(b.uniform) + int(c.uniform);
     if (!a.uniform && b.uniform && c.uniform) {
         for (SegmentWalk w(seg, n); w.more(); w.next()) {
             const float sb = b.p[w.k], sc = c.p[w.k];
             for (int64_t i = w.lo; i < w.hi; ++i) out[i] = f(a.p[i], sb, sc);
+        }
+        return;
+    }
+    if (uniforms == 1) {
+        for (SegmentWalk w(seg, n); w.more(); w.next()) {
+            if (a.uniform) {
+                const float s = a.p[w.k];
+                for (int64_t i = w.lo; i < w.hi; ++i) out[i] = f(s, b.p[i], c.p[i]);
+            } else if (b.uniform) {
+                const float s = b.p[w.k];
+                for (int64_t i = w.lo; i < w.hi; ++i) out[i] = f(a.p[i], s, c.p[i]);
+            } else {
+                const float s = c.p[w.k];
+                for (int64_t i = w.lo; i < w.hi; ++i) out[i] = f(a.p[i], b.p[i], s);
+            }
         }
         return;
     }
