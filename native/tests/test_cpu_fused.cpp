@@ -179,8 +179,7 @@ void evaluate(const Case &c, const std::vector<std::vector<float>> &data, int64_
 
 bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
-void run_case(Rng &rng, int index) {
-    const Case c = random_case(rng);
+void check_case(const Case &c, Rng &rng, int index) {
     g_case = "case " + std::to_string(index) + ": " + describe(c);
     const uint64_t run = uint64_t(index);
     const int64_t total = count(c.shape);
@@ -253,6 +252,33 @@ void run_case(Rng &rng, int index) {
             hash_bytes(stores[s], size_t(total) * sizeof(float));
         } else {
             outputs[s].finish();
+        }
+    }
+}
+
+void run_case(Rng &rng, int index) { check_case(random_case(rng), rng, index); }
+
+// Every mix of uniform (per-channel, scalar) and per-element operands for
+// the two ternaries, each operand position in turn: the interpreter has a
+// loop of its own for several of them.
+void ternary_mixes(Rng &rng) {
+    int index = 1000;
+    for (Prim prim : {Prim::Where, Prim::BatchNormalize}) {
+        for (int mask = 0; mask < 8; ++mask) {
+            for (const Shape &uniform : {Shape{1, 5, 1, 1}, Shape{}}) {
+                Case c;
+                c.shape = {3, 5, 7, 9};
+                c.loads = {c.shape, c.shape, c.shape, uniform, uniform, uniform};
+                FusedInstruction ins;
+                ins.prim = prim;
+                // Operand k reads load k (per element) or load 3 + k (uniform).
+                ins.a = mask & 1 ? 3 : 0, ins.b = mask & 2 ? 4 : 1, ins.c = mask & 4 ? 5 : 2;
+                c.code = {ins};
+                c.stored = {6};
+                c.store_into_load = {-1};
+                c.summed = {6};
+                check_case(c, rng, index++);
+            }
         }
     }
 }
@@ -361,6 +387,7 @@ int main(int argc, char **argv) {
     if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) return bench();
     Rng rng{20261123};
     for (int i = 0; i < 400; ++i) run_case(rng, i);
+    ternary_mixes(rng);
     std::printf("%d checks, %d failures\n", g_checks, g_failures);
     std::printf("checksum %016" PRIx64 "\n", g_checksum);
     return g_failures == 0 ? 0 : 1;
