@@ -66,30 +66,43 @@ struct Isa {
 };
 
 #if FM_X86_KERNELS
-__attribute__((target("avx512f"))) void kernel_avx512_8x32(int64_t kc, const float *a, const float *b,
-                                                           float *c, int64_t ldc, bool load) {
-    constexpr int kRows = 8;
-    __m512 lo[kRows], hi[kRows];
+// The AVX-512 kernels' 8 x 32 tile of C in registers: row i's columns 0-15
+// in lo[i], 16-31 in hi[i]; loaded from C (or zero) and stored back whole.
+constexpr int kTileRows = 8;
+
+__attribute__((target("avx512f"), always_inline)) inline void load_tile(__m512 *lo, __m512 *hi, const float *c,
+                                                                       int64_t ldc, bool load) {
 #pragma GCC unroll 8
-    for (int i = 0; i < kRows; ++i) {
+    for (int i = 0; i < kTileRows; ++i) {
         lo[i] = load ? _mm512_loadu_ps(c + i * ldc) : _mm512_setzero_ps();
         hi[i] = load ? _mm512_loadu_ps(c + i * ldc + 16) : _mm512_setzero_ps();
     }
+}
+
+__attribute__((target("avx512f"), always_inline)) inline void store_tile(const __m512 *lo, const __m512 *hi, float *c,
+                                                                        int64_t ldc) {
+#pragma GCC unroll 8
+    for (int i = 0; i < kTileRows; ++i) {
+        _mm512_storeu_ps(c + i * ldc, lo[i]);
+        _mm512_storeu_ps(c + i * ldc + 16, hi[i]);
+    }
+}
+
+__attribute__((target("avx512f"))) void kernel_avx512_8x32(int64_t kc, const float *a, const float *b,
+                                                           float *c, int64_t ldc, bool load) {
+    __m512 lo[kTileRows], hi[kTileRows];
+    load_tile(lo, hi, c, ldc, load);
     for (int64_t p = 0; p < kc; ++p) {
         const __m512 b0 = _mm512_loadu_ps(b + p * 32), b1 = _mm512_loadu_ps(b + p * 32 + 16);
-        const float *ap = a + p * kRows;
+        const float *ap = a + p * kTileRows;
 #pragma GCC unroll 8
-        for (int i = 0; i < kRows; ++i) {
+        for (int i = 0; i < kTileRows; ++i) {
             const __m512 x = _mm512_set1_ps(ap[i]);
             lo[i] = _mm512_fmadd_ps(x, b0, lo[i]);
             hi[i] = _mm512_fmadd_ps(x, b1, hi[i]);
         }
     }
-#pragma GCC unroll 8
-    for (int i = 0; i < kRows; ++i) {
-        _mm512_storeu_ps(c + i * ldc, lo[i]);
-        _mm512_storeu_ps(c + i * ldc + 16, hi[i]);
-    }
+    store_tile(lo, hi, c, ldc);
 }
 
 __attribute__((target("avx2,fma"))) void kernel_avx2_6x16(int64_t kc, const float *a, const float *b,
@@ -184,13 +197,8 @@ template <bool kQuarters>
 __attribute__((target("avx512f"))) void indirect_avx512_8x32(int64_t kc, const float *a, const float *const *b,
                                                              const int64_t *offsets, float *c, int64_t ldc,
                                                              bool load) {
-    constexpr int kRows = 8;
-    __m512 lo[kRows], hi[kRows];
-#pragma GCC unroll 8
-    for (int i = 0; i < kRows; ++i) {
-        lo[i] = load ? _mm512_loadu_ps(c + i * ldc) : _mm512_setzero_ps();
-        hi[i] = load ? _mm512_loadu_ps(c + i * ldc + 16) : _mm512_setzero_ps();
-    }
+    __m512 lo[kTileRows], hi[kTileRows];
+    load_tile(lo, hi, c, ldc, load);
     for (int64_t p = 0; p < kc; ++p) {
         const int64_t at = offsets[p];
         __m512 x0, x1;
@@ -201,19 +209,15 @@ __attribute__((target("avx512f"))) void indirect_avx512_8x32(int64_t kc, const f
             x0 = _mm512_loadu_ps(b[0] + at);
             x1 = _mm512_loadu_ps(b[1] + at);
         }
-        const float *ap = a + p * kRows;
+        const float *ap = a + p * kTileRows;
 #pragma GCC unroll 8
-        for (int i = 0; i < kRows; ++i) {
+        for (int i = 0; i < kTileRows; ++i) {
             const __m512 x = _mm512_set1_ps(ap[i]);
             lo[i] = _mm512_fmadd_ps(x, x0, lo[i]);
             hi[i] = _mm512_fmadd_ps(x, x1, hi[i]);
         }
     }
-#pragma GCC unroll 8
-    for (int i = 0; i < kRows; ++i) {
-        _mm512_storeu_ps(c + i * ldc, lo[i]);
-        _mm512_storeu_ps(c + i * ldc + 16, hi[i]);
-    }
+    store_tile(lo, hi, c, ldc);
 }
 
 // A with its rows read in place (gemm::gathered_a_kernel): A[i][p] =
@@ -222,30 +226,22 @@ __attribute__((target("avx512f"))) void indirect_avx512_8x32(int64_t kc, const f
 __attribute__((target("avx512f"))) void gathered_a_avx512_8x32(int64_t kc, const float *const *rows,
                                                                const int64_t *pos, const float *b, float *c,
                                                                int64_t ldc, bool load) {
-    constexpr int kRows = 8;
-    __m512 lo[kRows], hi[kRows];
-    const float *r[kRows];
+    __m512 lo[kTileRows], hi[kTileRows];
+    load_tile(lo, hi, c, ldc, load);
+    const float *r[kTileRows];
 #pragma GCC unroll 8
-    for (int i = 0; i < kRows; ++i) {
-        r[i] = rows[i];
-        lo[i] = load ? _mm512_loadu_ps(c + i * ldc) : _mm512_setzero_ps();
-        hi[i] = load ? _mm512_loadu_ps(c + i * ldc + 16) : _mm512_setzero_ps();
-    }
+    for (int i = 0; i < kTileRows; ++i) r[i] = rows[i];
     for (int64_t p = 0; p < kc; ++p) {
         const int64_t at = pos[p];
         const __m512 b0 = _mm512_loadu_ps(b + p * 32), b1 = _mm512_loadu_ps(b + p * 32 + 16);
 #pragma GCC unroll 8
-        for (int i = 0; i < kRows; ++i) {
+        for (int i = 0; i < kTileRows; ++i) {
             const __m512 x = _mm512_set1_ps(r[i][at]);
             lo[i] = _mm512_fmadd_ps(x, b0, lo[i]);
             hi[i] = _mm512_fmadd_ps(x, b1, hi[i]);
         }
     }
-#pragma GCC unroll 8
-    for (int i = 0; i < kRows; ++i) {
-        _mm512_storeu_ps(c + i * ldc, lo[i]);
-        _mm512_storeu_ps(c + i * ldc + 16, hi[i]);
-    }
+    store_tile(lo, hi, c, ldc);
 }
 
 __attribute__((target("avx2,fma"))) void indirect_avx2_6x16(int64_t kc, const float *a, const float *const *b,
