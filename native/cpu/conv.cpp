@@ -509,11 +509,8 @@ void backward_weight_dot(const ConvShape &s, const Geometry &g, const float *x, 
                 for (int64_t r = 0; r < rows; ++r) {
                     float *row = col + (image * block + r) * padded;
                     if (layout.fits) {
-                        const float *tap = phased.data() + layout.offset(s, r0 + r);
-                        for (int64_t oy = 0; oy < s.out_h; ++oy) {
-                            const float *src = tap + layout.position(s, oy, 0);
-                            std::copy(src, src + s.out_w, row + oy * s.out_w);
-                        }
+                        copy_rows(row, s.out_w, phased.data() + layout.offset(s, r0 + r), layout.position(s, 1, 0),
+                                  s.out_h, s.out_w);
                     } else {
                         im2col_row(s, xg, r0 + r, runs, row, 1);
                     }
@@ -567,6 +564,19 @@ std::vector<Tap> taps_of(int64_t phase, int64_t stride, int64_t pad, int64_t dil
     return taps;
 }
 
+// The taps of every row phase (py < stride_h) and column phase (px <
+// stride_w): the shape alone decides them.
+struct PhaseTaps {
+    std::vector<std::vector<Tap>> rows, cols;
+};
+
+PhaseTaps phase_taps(const ConvShape &s) {
+    PhaseTaps t;
+    for (int64_t py = 0; py < s.stride_h; ++py) t.rows.push_back(taps_of(py, s.stride_h, s.pad_h, s.dilation_h, s.kh));
+    for (int64_t px = 0; px < s.stride_w; ++px) t.cols.push_back(taps_of(px, s.stride_w, s.pad_w, s.dilation_w, s.kw));
+    return t;
+}
+
 // A strided input gradient as stride_h x stride_w stride-1 convolutions:
 // phase (py, px) of dx (elements dx[a sh + py][b sw + px]) is, for each
 // input channel c, the sum over output channels o and the taps (i, j) that
@@ -584,15 +594,14 @@ bool backward_input_by_phases(const ConvShape &s, const Geometry &g, const float
     const int64_t run = gemm::indirect_run(phase_w);
     if (run == 0 || phase_p % gemm::tile_cols() != 0) return false;  // kernels wider than any today
     const int64_t phases = s.stride_h * s.stride_w;
-    std::vector<std::vector<Tap>> rows(size_t(s.stride_h)), cols(size_t(s.stride_w));
+    const PhaseTaps taps_by_phase = phase_taps(s);
+    const auto &rows = taps_by_phase.rows, &cols = taps_by_phase.cols;
     int64_t pad_y = 0, pad_x = 0;  // the border every shift needs
-    for (int64_t py = 0; py < s.stride_h; ++py) {
-        rows[size_t(py)] = taps_of(py, s.stride_h, s.pad_h, s.dilation_h, s.kh);
-        for (const Tap &t : rows[size_t(py)]) pad_y = std::max({pad_y, -t.shift, phase_h - 1 + t.shift - (s.out_h - 1)});
+    for (const auto &list : rows) {
+        for (const Tap &t : list) pad_y = std::max({pad_y, -t.shift, phase_h - 1 + t.shift - (s.out_h - 1)});
     }
-    for (int64_t px = 0; px < s.stride_w; ++px) {
-        cols[size_t(px)] = taps_of(px, s.stride_w, s.pad_w, s.dilation_w, s.kw);
-        for (const Tap &t : cols[size_t(px)]) pad_x = std::max({pad_x, -t.shift, phase_w - 1 + t.shift - (s.out_w - 1)});
+    for (const auto &list : cols) {
+        for (const Tap &t : list) pad_x = std::max({pad_x, -t.shift, phase_w - 1 + t.shift - (s.out_w - 1)});
     }
     // dy as a stride-1 image with that border.
     ConvShape t{};
@@ -853,6 +862,7 @@ void conv2d_backward_input(const ConvShape &s, const float *dy, const float *wei
     // the phases are interleaved into the plane. Which taps reach which
     // phase, and with what shift, depends on the shape only.
     const int64_t phase_h = (s.h + s.stride_h - 1) / s.stride_h, phase_w = (s.w + s.stride_w - 1) / s.stride_w;
+    const PhaseTaps taps = phase_taps(s);
     for (int64_t first = 0; first < s.n; first += g.chunk) {
         const int64_t count = std::min(g.chunk, s.n - first);
         for (int64_t group = 0; group < s.groups; ++group) {
@@ -882,15 +892,14 @@ void conv2d_backward_input(const ConvShape &s, const float *dy, const float *wei
                     const float *rows = dcol + image * image_stride + group * g.k * g.p;
                     for (int64_t py = 0; py < s.stride_h && py < s.h; ++py) {
                         const int64_t height = (s.h - py + s.stride_h - 1) / s.stride_h;
-                        const std::vector<Tap> ti_list = taps_of(py, s.stride_h, s.pad_h, s.dilation_h, s.kh);
                         for (int64_t px = 0; px < s.stride_w && px < s.w; ++px) {
                             const int64_t width = (s.w - px + s.stride_w - 1) / s.stride_w;
                             std::fill(phase.begin(), phase.begin() + height * phase_w, 0.0f);
-                            for (const Tap &ti : ti_list) {
+                            for (const Tap &ti : taps.rows[size_t(py)]) {
                                 const int64_t a_lo = std::max<int64_t>(0, -ti.shift);
                                 const int64_t a_hi = std::min(height, s.out_h - ti.shift);
                                 if (a_hi <= a_lo) continue;
-                                for (const Tap &tj : taps_of(px, s.stride_w, s.pad_w, s.dilation_w, s.kw)) {
+                                for (const Tap &tj : taps.cols[size_t(px)]) {
                                     const int64_t b_lo = std::max<int64_t>(0, -tj.shift);
                                     const int64_t b_hi = std::min(width, s.out_w - tj.shift);
                                     if (b_hi <= b_lo) continue;
