@@ -66,6 +66,12 @@ fn main() {
             "cargo:rustc-link-search=native={}",
             Path::new(&dir).display()
         );
+        // Relink when the library is rebuilt (a CMake build used for
+        // incremental native work).
+        println!(
+            "cargo:rerun-if-changed={}",
+            Path::new(&dir).join("libferrometal.a").display()
+        );
         println!("cargo:rustc-link-lib=static=ferrometal");
         println!("cargo:rustc-link-lib=stdc++");
     } else {

@@ -13,9 +13,10 @@ using fm::Trainer;
 
 namespace {
 
-std::vector<fm_layer_spec> layers_argument(const fm_layer_spec *layers, size_t count) {
+// A copy of the caller's specs, names included (the caller may free them).
+fm::LayerSpecs layers_argument(const fm_layer_spec *layers, size_t count) {
     if (count > 0 && layers == nullptr) fail(FM_ERR_INVALID_ARGUMENT, "argument 'layers' is NULL");
-    return std::vector<fm_layer_spec>(layers, layers + count);
+    return fm::LayerSpecs(layers, count);
 }
 
 }  // namespace

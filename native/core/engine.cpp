@@ -86,6 +86,11 @@ uint32_t ModelBuilder::layer(size_t i, uint32_t x, bool training) {
     const fm_layer_spec &s = layers[i];
     std::string name = layer_name(i);
     const Shape &in = g.node(x).probe[0];
+    if (static_cast<unsigned>(s.init) >= FM_INIT_COUNT) fail(FM_ERR_INVALID_ARGUMENT, "init: unknown kind ", int(s.init));
+    if (s.init == FM_INIT_DATA) {
+        fail(FM_ERR_INVALID_ARGUMENT, "init: FM_INIT_DATA needs data, which a layer spec cannot carry (initialise with "
+                                      "another kind, then write the weights, or load a checkpoint)");
+    }
     uint64_t layer_seed = s.seed ? s.seed : seed * 1000003ull + i + 1;
     auto weight = [&](const Shape &shape) {
         return variable(name + ".weight", shape, s.init, 0.0, layer_seed, &model.parameters);
@@ -183,6 +188,19 @@ uint32_t ModelBuilder::forward(uint32_t x, bool training) {
 
 }  // namespace
 
+LayerSpecs::LayerSpecs(const fm_layer_spec *layers, size_t count) : specs_(layers, layers + count) {
+    names_.reserve(count);  // no reallocation below: the pointers stay valid
+    for (fm_layer_spec &spec : specs_) {
+        names_.emplace_back(spec.name ? spec.name : "");
+        spec.name = spec.name ? names_.back().c_str() : nullptr;
+    }
+}
+
+LayerSpecs &LayerSpecs::operator=(const LayerSpecs &other) {
+    if (this != &other) *this = LayerSpecs(other);
+    return *this;
+}
+
 Model build_model(Graph &graph, const std::vector<fm_layer_spec> &layers, const Shape &input_shape, uint64_t seed,
                   bool training) {
     if (layers.empty()) fail(FM_ERR_INVALID_ARGUMENT, "argument 'layers': the model has no layers");
@@ -200,12 +218,12 @@ Model build_model(Graph &graph, const std::vector<fm_layer_spec> &layers, const 
     return builder.model;
 }
 
-Trainer::Trainer(std::shared_ptr<Device> device, std::vector<fm_layer_spec> layers, Shape input_shape,
+Trainer::Trainer(std::shared_ptr<Device> device, LayerSpecs layers, Shape input_shape,
                  const fm_optimizer &optimizer, const fm_loss_config &loss, uint64_t seed)
     : layers_(std::move(layers)), input_shape_(std::move(input_shape)), loss_config_(loss),
       graph_(std::make_shared<Graph>()) {
     Graph &g = *graph_;
-    model_ = build_model(g, layers_, input_shape_, seed, true);
+    model_ = build_model(g, layers_.specs(), input_shape_, seed, true);
     classification_ = loss.loss == FM_OP_SOFTMAX_CROSS_ENTROPY;
     Shape label_shape{FM_BATCH};
     if (!classification_) label_shape.insert(label_shape.end(), model_.output_shape.begin(), model_.output_shape.end());
@@ -295,9 +313,9 @@ void Trainer::set_learning_rate(double learning_rate) {
     exec_->write_variable("optimizer.lr", &lr, 1);
 }
 
-Inference::Inference(std::shared_ptr<Device> device, const std::vector<fm_layer_spec> &layers, const Shape &input_shape)
+Inference::Inference(std::shared_ptr<Device> device, const LayerSpecs &layers, const Shape &input_shape)
     : graph_(std::make_shared<Graph>()) {
-    model_ = build_model(*graph_, layers, input_shape, 0, false);
+    model_ = build_model(*graph_, layers.specs(), input_shape, 0, false);
     exec_ = std::make_shared<Exec>(graph_, std::move(device));
 }
 

@@ -9,6 +9,26 @@
 
 namespace fm {
 
+// A model's layer specs with every string copied: the caller's `name`
+// pointers may be freed as soon as the call that passed them returns, so
+// nothing in the core may keep them (the header's ownership rule).
+class LayerSpecs {
+public:
+    LayerSpecs() = default;
+    LayerSpecs(const fm_layer_spec *layers, size_t count);
+    LayerSpecs(const LayerSpecs &other) : LayerSpecs(other.specs_.data(), other.specs_.size()) {}
+    LayerSpecs &operator=(const LayerSpecs &other);
+    // Moving keeps the names' storage (a vector move never moves its elements).
+    LayerSpecs(LayerSpecs &&) = default;
+    LayerSpecs &operator=(LayerSpecs &&) = default;
+
+    const std::vector<fm_layer_spec> &specs() const { return specs_; }
+
+private:
+    std::vector<std::string> names_;  // names_[i] backs specs_[i].name
+    std::vector<fm_layer_spec> specs_;
+};
+
 // The layers of a model built into a graph.
 struct Model {
     uint32_t input = 0;
@@ -26,7 +46,7 @@ class Trainer : public Object {
 public:
     static constexpr ObjectKind kind = ObjectKind::Trainer;
 
-    Trainer(std::shared_ptr<Device> device, std::vector<fm_layer_spec> layers, Shape input_shape,
+    Trainer(std::shared_ptr<Device> device, LayerSpecs layers, Shape input_shape,
             const fm_optimizer &optimizer, const fm_loss_config &loss, uint64_t seed);
 
     float step(const std::shared_ptr<Tensor> &inputs, const std::shared_ptr<Tensor> &labels, bool read_loss);
@@ -39,13 +59,13 @@ public:
     const std::vector<std::string> &state_names() const { return state_names_; }
     size_t parameter_count() const { return parameter_count_; }
     const Shape &output_shape() const { return model_.output_shape; }
-    const std::vector<fm_layer_spec> &layers() const { return layers_; }
+    const LayerSpecs &layers() const { return layers_; }
     const Shape &input_shape() const { return input_shape_; }
 
 private:
     void check_batch(const std::shared_ptr<Tensor> &inputs, const char *function) const;
 
-    std::vector<fm_layer_spec> layers_;
+    LayerSpecs layers_;
     Shape input_shape_;
     fm_loss_config loss_config_;
     std::shared_ptr<Graph> graph_;
@@ -62,7 +82,7 @@ class Inference : public Object {
 public:
     static constexpr ObjectKind kind = ObjectKind::Inference;
 
-    Inference(std::shared_ptr<Device> device, const std::vector<fm_layer_spec> &layers, const Shape &input_shape);
+    Inference(std::shared_ptr<Device> device, const LayerSpecs &layers, const Shape &input_shape);
     std::shared_ptr<Tensor> infer(const std::shared_ptr<Tensor> &inputs);
     const std::shared_ptr<Exec> &exec() const { return exec_; }
 

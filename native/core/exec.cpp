@@ -15,7 +15,9 @@ Shape shape_argument(const int64_t *dims, size_t rank, const char *argument) {
              FM_MAX_RANK, ")");
     }
     if (rank > 0 && dims == nullptr) fail(FM_ERR_INVALID_ARGUMENT, "argument '", argument, "' is NULL");
-    return Shape(dims, dims + rank);
+    Shape shape(dims, dims + rank);
+    check_element_count(shape, std::string("argument '") + argument + "'");
+    return shape;
 }
 
 Exec::Exec(std::shared_ptr<Graph> graph, std::shared_ptr<Device> device)

@@ -16,6 +16,7 @@ void check_shape(const Shape &shape, const char *what, bool batch_allowed) {
         fail(FM_ERR_INVALID_ARGUMENT, "argument 'rank': ", shape.size(), " exceeds FM_MAX_RANK (",
              FM_MAX_RANK, ") for ", what);
     }
+    check_element_count(shape, std::string("argument 'shape' of ") + what);
     for (size_t i = 0; i < shape.size(); ++i) {
         if (shape[i] == FM_BATCH && i == 0 && batch_allowed) continue;
         if (shape[i] < 0) {
@@ -86,6 +87,10 @@ uint32_t Graph::add_variable(const std::string &name, fm_dtype dtype, const Shap
         fail(FM_ERR_DTYPE_MISMATCH, "argument 'init': random initialisers need f32, not ",
              fm_dtype_str(dtype));
     }
+    if (init.init.kind == FM_INIT_DATA && init.data.size() != size_t(element_count(shape)) * dtype_size(dtype, "dtype")) {
+        fail(FM_ERR_INVALID_ARGUMENT, "argument 'init': FM_INIT_DATA for '", name, "' holds ", init.data.size(),
+             " bytes, its shape ", to_string(shape), " needs ", size_t(element_count(shape)) * dtype_size(dtype, "dtype"));
+    }
     claim_name(name);
     Node node;
     node.prim = Prim::Variable;
@@ -133,6 +138,13 @@ uint32_t Graph::add(Prim prim, std::vector<uint32_t> inputs, const fm_op_attrs &
         std::vector<const Shape *> shapes;
         for (uint32_t input : inputs) shapes.push_back(&nodes_[input].probe[p]);
         Inferred result = infer(prim, attrs, shapes, dtypes, origin);
+        // Checked here once for every op: the C ABI's out_dims have room for
+        // FM_MAX_RANK dims, and byte counts must not overflow.
+        if (result.shape.size() > FM_MAX_RANK) {
+            fail(FM_ERR_INVALID_ARGUMENT, origin, ": the result would have rank ", result.shape.size(),
+                 ", more than FM_MAX_RANK (", FM_MAX_RANK, ")");
+        }
+        check_element_count(result.shape, origin);
         node.probe[p] = std::move(result.shape);
         node.dtype = result.dtype;
     }

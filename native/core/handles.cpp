@@ -85,9 +85,12 @@ public:
             Slot &slot = checked(handle, "handle");
             if (--slot.references > 0) return;
             last = std::move(slot.object);
-            slot.generation = (slot.generation + 1) & kGenerationMask;
-            if (slot.generation == 0) slot.generation = 1;
-            free_.push_back(decode(handle).slot);
+            // A slot whose generations are used up is retired, never reused:
+            // wrapping would make its oldest released handles live again.
+            if (slot.generation < kGenerationMask) {
+                slot.generation++;
+                free_.push_back(decode(handle).slot);
+            }
         }
     }
 

@@ -6,8 +6,24 @@ namespace fm {
 
 int64_t element_count(const Shape &shape) {
     int64_t count = 1;
-    for (int64_t dim : shape) count *= dim;
+    for (int64_t dim : shape) {
+        if (__builtin_mul_overflow(count, dim, &count)) {
+            fail(FM_ERR_INVALID_ARGUMENT, "shape ", to_string(shape), " has more elements than an int64_t holds");
+        }
+    }
     return count;
+}
+
+void check_element_count(const Shape &shape, const std::string &what) {
+    int64_t count = 1;
+    for (int64_t dim : shape) {
+        if (dim == FM_BATCH) continue;
+        if (dim < 0) continue;  // reported by the callers' own checks
+        if (__builtin_mul_overflow(count, dim, &count) || count > kMaxElements) {
+            fail(FM_ERR_INVALID_ARGUMENT, what, ": shape ", to_string(shape), " has too many elements (at most ",
+                 kMaxElements, ")");
+        }
+    }
 }
 
 namespace {

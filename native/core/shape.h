@@ -9,7 +9,16 @@ namespace fm {
 
 using Shape = std::vector<int64_t>;
 
-int64_t element_count(const Shape &shape);  // 1 for a scalar
+// The most elements a value may have: its bytes (8 per element at most)
+// must fit in int64_t.
+constexpr int64_t kMaxElements = INT64_MAX / 8;
+
+// 1 for a scalar. Throws FM_ERR_INVALID_ARGUMENT when the product
+// overflows int64_t, so a forged shape never wraps to a small count.
+int64_t element_count(const Shape &shape);
+// Throws FM_ERR_INVALID_ARGUMENT naming `what` unless the dims (FM_BATCH
+// ones left out) multiply to at most kMaxElements.
+void check_element_count(const Shape &shape, const std::string &what);
 std::string to_string(const Shape &shape);  // "[2, 3]"
 
 // While one lives on a thread, to_string shows `batch` as -1: inference on

@@ -73,22 +73,28 @@ void *cpu_raw_alloc(void *, size_t bytes) {
 
 void cpu_raw_free(void *, void *ptr, size_t) { std::free(ptr); }
 
+// Zero-byte transfers return before memcpy: a zero-size buffer's address
+// or the caller's pointer may be NULL, which memcpy may not be given.
 void cpu_write(void *, void *dst, size_t dst_offset, const void *src, size_t bytes, void *) {
+    if (bytes == 0) return;
     std::memcpy(static_cast<char *>(dst) + dst_offset, src, bytes);
 }
 
 void cpu_read(void *, const void *src, size_t src_offset, void *dst, size_t bytes, void *) {
+    if (bytes == 0) return;
     std::memcpy(dst, static_cast<const char *>(src) + src_offset, bytes);
 }
 
 void cpu_copy(void *, void *dst, size_t dst_offset, const void *src, size_t src_offset,
               size_t bytes, void *) {
+    if (bytes == 0) return;
     std::memmove(static_cast<char *>(dst) + dst_offset,
                  static_cast<const char *>(src) + src_offset, bytes);
 }
 
 void cpu_fill(void *, void *dst, size_t dst_offset, size_t count, const void *pattern,
               size_t pattern_bytes, void *) {
+    if (count == 0) return;
     char *out = static_cast<char *>(dst) + dst_offset;
     if (pattern_bytes == 1) {
         std::memset(out, *static_cast<const unsigned char *>(pattern), count);

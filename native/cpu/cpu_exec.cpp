@@ -98,7 +98,8 @@ void Runner::kernel(const Step &s) {
             const Shape &x = shape(0);
             const uint32_t mask = reduce_to_like_mask(x, shape(1));
             if (mask == 0) {
-                std::memcpy(out(s), in(s, 0), size_t(element_count(x)) * sizeof(float));
+                const size_t bytes = size_t(element_count(x)) * sizeof(float);
+                if (bytes) std::memcpy(out(s), in(s, 0), bytes);
                 return;
             }
             return reduce(Reduction::Sum, x.data(), int(x.size()), mask, in(s, 0), out(s));
@@ -168,10 +169,11 @@ void Runner::kernel(const Step &s) {
 void Runner::run_step(size_t index) {
     const Step &step = plan.steps[index];
     switch (step.kind) {
-        case StepKind::Copy:
-            std::memmove(address(step.output), address(step.inputs[0]),
-                         size_t(element_count(step.output.shape)) * dtype_size(step.output.dtype, "dtype"));
+        case StepKind::Copy: {
+            const size_t bytes = size_t(element_count(step.output.shape)) * dtype_size(step.output.dtype, "dtype");
+            if (bytes) std::memmove(address(step.output), address(step.inputs[0]), bytes);
             return;
+        }
         case StepKind::Fused: {
             const Fused &fused = lowered.fused[index] ? *lowered.fused[index] : *step.fused;
             std::vector<const float *> loads;

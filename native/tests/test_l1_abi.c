@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "c_test_support.h"
 #include "ferrometal.h"
 
 /* Under AddressSanitizer, an allocation larger than it supports must come
@@ -25,48 +26,6 @@
  * is an unused function. */
 const char *__asan_default_options(void);
 const char *__asan_default_options(void) { return "allocator_may_return_null=1"; }
-
-static int checks;
-static int failures;
-
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        checks++;                                                                     \
-        if (!(cond)) {                                                                \
-            failures++;                                                               \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed (fm_last_error: \"%s\")\n",      \
-                    __FILE__, __LINE__, #cond, fm_last_error());                      \
-        }                                                                             \
-    } while (0)
-
-/* Runs `call`, which must return `want`. When `want` is an error, the
- * message must start with the called function's name and a colon. */
-#define EXPECT(want, call) expect_status((call), (want), #call, __FILE__, __LINE__)
-#define CHECK_OK(call) EXPECT(FM_OK, call)
-
-static void expect_status(fm_status got, fm_status want, const char *call, const char *file,
-                          int line) {
-    checks++;
-    if (got != want) {
-        failures++;
-        fprintf(stderr, "%s:%d: %s returned %s, expected %s (fm_last_error: \"%s\")\n", file,
-                line, call, fm_status_str(got), fm_status_str(want), fm_last_error());
-        return;
-    }
-    if (want != FM_OK) {
-        const char *message = fm_last_error();
-        size_t name_length = strcspn(call, "(");
-        if (strncmp(message, call, name_length) != 0 || message[name_length] != ':') {
-            failures++;
-            fprintf(stderr, "%s:%d: the message of %s does not name it: \"%s\"\n", file, line,
-                    call, message);
-        }
-    }
-}
-
-static int starts_with(const char *text, const char *prefix) {
-    return strncmp(text, prefix, strlen(prefix)) == 0;
-}
 
 static const uintptr_t FORGED = 0xdeadbeef;
 #define HIGH_BIT ((uintptr_t)1 << (sizeof(uintptr_t) * 8 - 1))

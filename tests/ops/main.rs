@@ -20,6 +20,7 @@ mod large;
 mod linalg;
 mod loss;
 mod norm;
+mod optimizers;
 mod reduce;
 mod shape;
 
