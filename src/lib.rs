@@ -48,7 +48,7 @@ pub use nn::{Layer, LayerKind, Model, ModelBuilder};
 pub use staging::Staging;
 pub use stream::{PendingRead, Stream};
 pub use tensor::Tensor;
-pub use train::{Evaluation, Inference, Loss, Trainer};
+pub use train::{Evaluation, Inference, Loss, Trainer, TrainerOptions, TrainerStats};
 
 /// The library version, "major.minor.patch".
 pub fn version() -> &'static str {

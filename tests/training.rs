@@ -5,7 +5,7 @@
 mod common;
 
 use ferrometal::checkpoint::{self, TrainingState};
-use ferrometal::{Device, Error, Loss, Model, Optimizer, Tensor, Trainer};
+use ferrometal::{Device, Error, Loss, Model, Optimizer, Tensor, Trainer, TrainerOptions};
 
 fn data(samples: usize, features: usize, seed: u64) -> (Vec<f32>, Vec<i32>) {
     let mut state = seed;
@@ -274,6 +274,174 @@ fn a_diverging_loss_is_an_error_naming_the_step() {
         let error = t.step_with_loss(&inputs, &labels).unwrap_err();
         assert!(matches!(error, Error::Numerical(_)), "{error}");
         assert!(error.message().contains("step 1"), "{error}");
+    }
+}
+
+/// Every state variable's values, by name.
+fn all_state(t: &Trainer) -> Vec<(String, Vec<f32>)> {
+    t.state_names()
+        .unwrap()
+        .into_iter()
+        .map(|(name, _)| {
+            let values = t.read_state(&name).unwrap();
+            (name, values)
+        })
+        .collect()
+}
+
+#[test]
+fn a_non_finite_step_changes_nothing_and_is_reported_with_its_number() {
+    for device in common::graph_devices() {
+        let mut t = trainer(&device);
+        let good = batches(&device);
+        t.step(&good[0].0, &good[0].1).unwrap();
+        let before = all_state(&t);
+        let mut xs = data(32, 8, 5).0;
+        xs[3] = f32::NAN;
+        let poisoned = Tensor::from_slice(&device, &[32, 8], &xs).unwrap();
+        xs[3] = f32::INFINITY;
+        let infinite = Tensor::from_slice(&device, &[32, 8], &xs).unwrap();
+        // Step 2, with the loss read back: reported at once.
+        let error = t.step_with_loss(&poisoned, &good[1].1).unwrap_err();
+        assert!(matches!(error, Error::Numerical(_)), "{error}");
+        assert!(error.message().contains("step 2 was skipped"), "{error}");
+        // Steps 3 and 4 without reading anything: reported by synchronize.
+        t.step(&infinite, &good[1].1).unwrap();
+        t.step(&poisoned, &good[1].1).unwrap();
+        let error = t.synchronize().unwrap_err();
+        assert!(
+            matches!(error, Error::Numerical(_)) && error.message().contains("at step 4"),
+            "{error}"
+        );
+        t.synchronize().unwrap(); // reported once
+                                  // Weights, Adam's moments, BatchNorm's running statistics and the
+                                  // step counter are all as they were.
+        assert_eq!(all_state(&t), before);
+        let stats = t.stats().unwrap();
+        assert_eq!(
+            (stats.steps, stats.skipped_steps, stats.last_skipped_step),
+            (4, 3, 4)
+        );
+        // Training goes on from where it was.
+        t.step_with_loss(&good[2].0, &good[2].1).unwrap();
+        assert_ne!(all_state(&t), before);
+        let prediction = t.predict(&good[0].0).unwrap().to_vec::<f32>().unwrap();
+        assert!(prediction.iter().all(|v| v.is_finite()));
+    }
+}
+
+#[test]
+fn without_the_guard_a_non_finite_step_updates_the_weights() {
+    for device in common::graph_devices() {
+        let options = TrainerOptions::default().nonfinite_guard(false);
+        let mut t = Trainer::with_options(
+            &device,
+            &model(),
+            &Optimizer::adam(1e-2),
+            Loss::CrossEntropy {
+                label_smoothing: 0.0,
+            },
+            11,
+            &options,
+        )
+        .unwrap();
+        let mut xs = data(32, 8, 5).0;
+        xs[0] = f32::NAN;
+        let poisoned = Tensor::from_slice(&device, &[32, 8], &xs).unwrap();
+        let labels = Tensor::from_slice(&device, &[32], &[1i32; 32]).unwrap();
+        let error = t.step_with_loss(&poisoned, &labels).unwrap_err();
+        assert!(error.message().contains("the loss of step 1"), "{error}");
+        let weights = t.read_state("dense0.weight").unwrap();
+        assert!(weights.iter().any(|v| v.is_nan()));
+        assert_eq!(t.stats().unwrap().skipped_steps, 0);
+    }
+}
+
+#[test]
+fn bad_hyper_parameters_are_errors_naming_them() {
+    let device = Device::cpu().unwrap();
+    let loss = Loss::CrossEntropy {
+        label_smoothing: 0.0,
+    };
+    let cases = [
+        (Optimizer::sgd(f64::INFINITY), "learning_rate"),
+        (Optimizer::sgd(-0.1), "learning_rate"),
+        (Optimizer::adam(1e-3).beta1(1.0), "beta1"),
+        (Optimizer::adam(1e-3).beta2(f64::NAN), "beta2"),
+        (Optimizer::adam(1e-3).eps(-1e-8), "eps"),
+        (
+            Optimizer::adamw(1e-3).weight_decay(f64::NAN),
+            "weight_decay",
+        ),
+        (Optimizer::sgd(0.1).momentum(-0.9), "momentum"),
+        (Optimizer::sgd(0.1).nesterov(true), "nesterov"),
+        (Optimizer::rmsprop(0.1).alpha(1.5), "alpha"),
+        (Optimizer::sgd(0.1).clip_norm(f64::INFINITY), "clip_norm"),
+    ];
+    for (optimizer, field) in cases {
+        let error = Trainer::new(&device, &model(), &optimizer, loss, 0)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(error, Error::InvalidArgument(_)) && error.message().contains(field),
+            "{field}: {error}"
+        );
+    }
+    let mut t = trainer(&device);
+    for bad in [f64::INFINITY, f64::NAN, -1.0] {
+        let error = t.set_learning_rate(bad).unwrap_err();
+        assert!(error.message().contains("learning_rate"), "{error}");
+    }
+}
+
+#[test]
+fn batch_norm_over_one_value_per_channel_is_refused() {
+    for device in common::graph_devices() {
+        let model = Model::builder([4])
+            .dense(8)
+            .batch_norm()
+            .dense(2)
+            .build()
+            .unwrap();
+        let mut t = Trainer::new(&device, &model, &Optimizer::sgd(0.1), Loss::Mse, 0).unwrap();
+        let x = Tensor::from_slice(&device, &[1, 4], &[1.0f32, 2.0, 3.0, 4.0]).unwrap();
+        let y = Tensor::from_slice(&device, &[1, 2], &[0.0f32, 1.0]).unwrap();
+        let before = all_state(&t);
+        let error = t.step(&x, &y).unwrap_err();
+        assert!(
+            matches!(error, Error::ShapeMismatch(_))
+                && error.message().contains("one value per channel"),
+            "{error}"
+        );
+        assert_eq!(all_state(&t), before);
+        // Evaluation of one sample uses the running statistics: fine.
+        t.predict(&x).unwrap();
+    }
+}
+
+#[test]
+fn named_layers_survive_the_model_spec_being_dropped() {
+    // The trainer once kept pointers to the names of a spec that
+    // Trainer::new freed; inference() then read freed memory.
+    for device in common::graph_devices() {
+        let model = Model::builder([8])
+            .dense(16)
+            .named("fc1")
+            .relu()
+            .dense(16)
+            .batch_norm()
+            .named("bn")
+            .dense(3)
+            .named("head")
+            .build()
+            .unwrap();
+        let mut t = Trainer::new(&device, &model, &Optimizer::sgd(0.1), Loss::Mse, 3).unwrap();
+        let x = Tensor::from_slice(&device, &[2, 8], &[0.5f32; 16]).unwrap();
+        let mut inference = t.inference(&device).unwrap();
+        let a = inference.infer(&x).unwrap().to_vec::<f32>().unwrap();
+        let b = t.predict(&x).unwrap().to_vec::<f32>().unwrap();
+        assert_eq!(a, b);
+        assert_eq!(inference.read_parameter("fc1.weight").unwrap().len(), 128);
     }
 }
 

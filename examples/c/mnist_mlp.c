@@ -111,7 +111,7 @@ int main(int argc, char **argv) {
     layers[3].units = 10;
     optimizer.learning_rate = 2e-3;
     if (report(fm_device_open_best(&device), "fm_device_open_best")) goto done;
-    if (report(fm_trainer_new(&trainer, device, layers, 4, input_shape, 3, &optimizer, &loss, 1),
+    if (report(fm_trainer_new(&trainer, device, layers, 4, input_shape, 3, &optimizer, &loss, 1, NULL),
                "fm_trainer_new")) {
         goto done;
     }

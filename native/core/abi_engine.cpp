@@ -42,9 +42,15 @@ fm_layer_spec fm_layer_spec_default(fm_layer_kind kind) {
     return s;
 }
 
+fm_trainer_options fm_trainer_options_default(void) {
+    fm_trainer_options options{};
+    options.nonfinite_guard = 1;
+    return options;
+}
+
 fm_status fm_trainer_new(fm_trainer *out_trainer, fm_device device, const fm_layer_spec *layers, size_t num_layers,
                          const int64_t *input_shape, size_t input_rank, const fm_optimizer *optimizer,
-                         const fm_loss_config *loss, uint64_t seed) {
+                         const fm_loss_config *loss, uint64_t seed, const fm_trainer_options *options) {
     return guard(__func__, [&] {
         require_out(out_trainer, "out_trainer");
         if (optimizer == nullptr) fail(FM_ERR_INVALID_ARGUMENT, "argument 'optimizer' is NULL");
@@ -52,7 +58,8 @@ fm_status fm_trainer_new(fm_trainer *out_trainer, fm_device device, const fm_lay
         auto owner = fm::lookup<fm::Device>(device, "device");
         auto trainer = std::make_shared<Trainer>(owner, layers_argument(layers, num_layers),
                                                  fm::shape_argument(input_shape, input_rank, "input_shape"),
-                                                 *optimizer, *loss, seed);
+                                                 *optimizer, *loss, seed,
+                                                 options ? *options : fm_trainer_options_default());
         *out_trainer = fm::insert(trainer);
     });
 }
@@ -66,7 +73,14 @@ fm_status fm_trainer_step(fm_trainer trainer, fm_tensor inputs, fm_tensor labels
 }
 
 fm_status fm_trainer_synchronize(fm_trainer trainer) {
-    return guard(__func__, [&] { fm::lookup<Trainer>(trainer, "trainer")->exec()->check_errors(); });
+    return guard(__func__, [&] { fm::lookup<Trainer>(trainer, "trainer")->synchronize(); });
+}
+
+fm_status fm_trainer_stats_get(fm_trainer_stats *out_stats, fm_trainer trainer) {
+    return guard(__func__, [&] {
+        require_out(out_stats, "out_stats");
+        *out_stats = fm::lookup<Trainer>(trainer, "trainer")->stats();
+    });
 }
 
 fm_status fm_trainer_evaluate(fm_trainer trainer, fm_tensor inputs, fm_tensor labels, float *out_loss,

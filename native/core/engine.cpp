@@ -4,6 +4,7 @@
 
 #include "builder.h"
 #include "error.h"
+#include "nonfinite_guard.h"
 
 namespace fm {
 
@@ -218,10 +219,17 @@ Model build_model(Graph &graph, const std::vector<fm_layer_spec> &layers, const 
     return builder.model;
 }
 
+namespace {
+constexpr const char *kSkippedSteps = "trainer.skipped_steps";
+constexpr const char *kLastSkippedStep = "trainer.last_skipped_step";
+}  // namespace
+
 Trainer::Trainer(std::shared_ptr<Device> device, LayerSpecs layers, Shape input_shape,
-                 const fm_optimizer &optimizer, const fm_loss_config &loss, uint64_t seed)
+                 const fm_optimizer &optimizer, const fm_loss_config &loss, uint64_t seed,
+                 const fm_trainer_options &options)
     : layers_(std::move(layers)), input_shape_(std::move(input_shape)), loss_config_(loss),
-      graph_(std::make_shared<Graph>()) {
+      graph_(std::make_shared<Graph>()), guarded_(options.nonfinite_guard != 0) {
+    check_optimizer(optimizer);
     Graph &g = *graph_;
     model_ = build_model(g, layers_.specs(), input_shape_, seed, true);
     classification_ = loss.loss == FM_OP_SOFTMAX_CROSS_ENTROPY;
@@ -247,7 +255,23 @@ Trainer::Trainer(std::shared_ptr<Device> device, LayerSpecs layers, Shape input_
         predictions_ = build_op(g, FM_OP_ARGMAX, {model_.eval_output}, axis);
     }
     std::vector<uint32_t> grads = build_gradients(g, loss_, model_.parameters);
-    update_ = build_optimizer(g, optimizer, model_.parameters, grads, "optimizer.");
+    if (guarded_) {
+        finite_ = build_finite_check(g, loss_, grads);
+        guard_effects(g, finite_);
+    }
+    update_ = build_optimizer(g, optimizer, model_.parameters, grads, "optimizer.", guarded_ ? int64_t(finite_) : -1);
+    if (guarded_) {
+        // The counters of skipped steps, and the number of the last one:
+        // good steps before this one ("optimizer.step", which the guard
+        // holds still) plus skipped ones, plus one.
+        Builder b(g, "non-finite guard");
+        uint32_t skipped = g.add_variable(kSkippedSteps, FM_DTYPE_F32, {}, VariableInit{});
+        uint32_t last = g.add_variable(kLastSkippedStep, FM_DTYPE_F32, {}, VariableInit{});
+        uint32_t number = b.add(b.add(uint32_t(g.find_named("optimizer.step")), skipped), 1.0);
+        uint32_t count = b.prim(Prim::Assign, {skipped, b.add(skipped, b.sub(b.scalar(1.0), finite_))});
+        uint32_t mark = b.prim(Prim::Assign, {last, b.where(finite_, last, number)});
+        update_ = b.prim(Prim::Group, {update_, count, mark});
+    }
     for (uint32_t v : model_.parameters) state_names_.push_back(g.node(v).name);
     parameter_count_ = state_names_.size();
     for (uint32_t v : model_.statistics) state_names_.push_back(g.node(v).name);
@@ -266,14 +290,30 @@ void Trainer::check_batch(const std::shared_ptr<Tensor> &inputs, const char *fun
 }
 
 float Trainer::step(const std::shared_ptr<Tensor> &inputs, const std::shared_ptr<Tensor> &labels, bool read_loss) {
+    std::lock_guard<std::mutex> lock(mutex_);
     check_batch(inputs, "step");
-    auto out = exec_->run({{model_.input, inputs}, {labels_, labels}}, {loss_, update_}, nullptr);
+    std::vector<uint32_t> fetches{loss_, update_};
+    if (guarded_ && read_loss) fetches.push_back(finite_);
+    auto out = exec_->run({{model_.input, inputs}, {labels_, labels}}, fetches, nullptr);
     ++steps_;
     if (!read_loss) return 0.0f;
-    float loss = 0;
-    const Buffer &buffer = *out[0]->buffer;
-    exec_->device()->iface().transfer.read(exec_->device()->ctx(), buffer.data(), 0, &loss, sizeof loss, nullptr);
+    const Device &device = *exec_->device();
+    float loss = 0, finite = 1;
+    device.iface().transfer.read(device.ctx(), out[0]->buffer->data(), 0, &loss, sizeof loss, nullptr);
+    if (guarded_) device.iface().transfer.read(device.ctx(), out[2]->buffer->data(), 0, &finite, sizeof finite, nullptr);
     exec_->check_errors();
+    if (guarded_ && finite == 0.0f) {
+        // This step is reported here; earlier unreported ones are counted
+        // in the message and are reported no more.
+        fm_trainer_stats s = read_stats();
+        uint64_t earlier = s.skipped_steps - reported_skips_ - 1;
+        reported_skips_ = s.skipped_steps;
+        fail(FM_ERR_NUMERICAL, "step ", steps_, " was skipped: ",
+             std::isfinite(loss) ? "a gradient holds an inf or a NaN" : "its loss is not finite", " (loss ", loss,
+             "); the weights, optimizer state and running statistics are unchanged (", s.skipped_steps,
+             " skipped steps so far", earlier ? ", " + std::to_string(earlier) + " of them not reported before" : "",
+             "). Lower the learning rate, or check the inputs for NaN/Inf");
+    }
     if (!std::isfinite(loss)) {
         fail(FM_ERR_NUMERICAL, "the loss of step ", steps_, " is ", loss,
              " (lower the learning rate, or check the inputs for NaN/Inf)");
@@ -281,8 +321,41 @@ float Trainer::step(const std::shared_ptr<Tensor> &inputs, const std::shared_ptr
     return loss;
 }
 
+fm_trainer_stats Trainer::read_stats() {
+    fm_trainer_stats s{};
+    s.steps = steps_;
+    if (guarded_) {
+        float skipped = 0, last = 0;
+        exec_->read_variable(kSkippedSteps, &skipped, 1);
+        exec_->read_variable(kLastSkippedStep, &last, 1);
+        s.skipped_steps = uint64_t(skipped);
+        s.last_skipped_step = uint64_t(last);
+    }
+    return s;
+}
+
+fm_trainer_stats Trainer::stats() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    exec_->check_errors();
+    return read_stats();
+}
+
+void Trainer::synchronize() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    exec_->check_errors();
+    if (!guarded_) return;
+    fm_trainer_stats s = read_stats();
+    if (s.skipped_steps == reported_skips_) return;
+    uint64_t fresh = s.skipped_steps - reported_skips_;
+    reported_skips_ = s.skipped_steps;
+    fail(FM_ERR_NUMERICAL, fresh, " step", fresh == 1 ? " was" : "s were",
+         " skipped since the last report: the loss or a gradient held an inf or a NaN, so nothing was updated "
+         "(the last at step ", s.last_skipped_step, "; ", s.skipped_steps, " skipped in all)");
+}
+
 void Trainer::evaluate(const std::shared_ptr<Tensor> &inputs, const std::shared_ptr<Tensor> &labels, float *loss,
                        uint64_t *correct) {
+    std::lock_guard<std::mutex> lock(mutex_);
     check_batch(inputs, "evaluate");
     std::vector<uint32_t> fetches{eval_loss_};
     if (classification_) fetches.push_back(predictions_);
@@ -301,6 +374,7 @@ void Trainer::evaluate(const std::shared_ptr<Tensor> &inputs, const std::shared_
 }
 
 std::shared_ptr<Tensor> Trainer::predict(const std::shared_ptr<Tensor> &inputs) {
+    std::lock_guard<std::mutex> lock(mutex_);
     check_batch(inputs, "predict");
     return exec_->run({{model_.input, inputs}}, {model_.eval_output}, nullptr)[0];
 }
@@ -310,6 +384,7 @@ void Trainer::set_learning_rate(double learning_rate) {
         fail(FM_ERR_INVALID_ARGUMENT, "argument 'learning_rate': ", learning_rate, " must be finite and >= 0");
     }
     float lr = float(learning_rate);
+    std::lock_guard<std::mutex> lock(mutex_);
     exec_->write_variable("optimizer.lr", &lr, 1);
 }
 

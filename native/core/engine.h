@@ -2,6 +2,7 @@
 // loss, gradients, update; evaluation pass over the same parameters).
 #pragma once
 
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -47,13 +48,20 @@ public:
     static constexpr ObjectKind kind = ObjectKind::Trainer;
 
     Trainer(std::shared_ptr<Device> device, LayerSpecs layers, Shape input_shape,
-            const fm_optimizer &optimizer, const fm_loss_config &loss, uint64_t seed);
+            const fm_optimizer &optimizer, const fm_loss_config &loss, uint64_t seed,
+            const fm_trainer_options &options);
 
+    // Each public member locks the trainer: calls from several threads are
+    // serialised, never interleaved (the header's rule for trainers).
     float step(const std::shared_ptr<Tensor> &inputs, const std::shared_ptr<Tensor> &labels, bool read_loss);
     void evaluate(const std::shared_ptr<Tensor> &inputs, const std::shared_ptr<Tensor> &labels, float *loss,
                   uint64_t *correct);
     std::shared_ptr<Tensor> predict(const std::shared_ptr<Tensor> &inputs);
     void set_learning_rate(double learning_rate);
+    // Waits for queued steps; throws their data error, or FM_ERR_NUMERICAL
+    // for steps the guard skipped since the last report.
+    void synchronize();
+    fm_trainer_stats stats();
 
     const std::shared_ptr<Exec> &exec() const { return exec_; }
     const std::vector<std::string> &state_names() const { return state_names_; }
@@ -64,6 +72,7 @@ public:
 
 private:
     void check_batch(const std::shared_ptr<Tensor> &inputs, const char *function) const;
+    fm_trainer_stats read_stats();  // with mutex_ held
 
     LayerSpecs layers_;
     Shape input_shape_;
@@ -76,6 +85,12 @@ private:
     std::vector<std::string> state_names_;
     size_t parameter_count_ = 0;
     uint64_t steps_ = 0;
+    // The non-finite guard: its flag (1 when the step was finite), and the
+    // skipped steps already reported to the caller.
+    bool guarded_ = false;
+    uint32_t finite_ = 0;
+    uint64_t reported_skips_ = 0;
+    std::mutex mutex_;
 };
 
 class Inference : public Object {

@@ -77,6 +77,9 @@ public:
                  const char *origin);
 
     void add_effect(uint32_t value, uint32_t assignment) { nodes_[value].effects.push_back(assignment); }
+    // Replaces the effects of `value` (the replaced assignments stay in the
+    // graph, unreachable, so no index changes).
+    void set_effects(uint32_t value, std::vector<uint32_t> assignments) { nodes_[value].effects = std::move(assignments); }
 
     // The public shape: FM_BATCH where the dim is the batch, and
     // FM_BATCH_DEPENDENT where it varies with the batch otherwise.
@@ -133,9 +136,15 @@ const char *op_name(fm_op op);
 uint32_t build_op(Graph &graph, fm_op op, const std::vector<uint32_t> &inputs, fm_op_attrs attrs);
 // Reverse-mode gradients of scalar `loss` for each of `wrt`.
 std::vector<uint32_t> build_gradients(Graph &graph, uint32_t loss, const std::vector<uint32_t> &wrt);
-// Optimizer update subgraph; returns its Group token.
+// Throws FM_ERR_INVALID_ARGUMENT naming the field of `optimizer` that is
+// unknown, infinite, NaN or out of its range.
+void check_optimizer(const fm_optimizer &optimizer);
+// Optimizer update subgraph; returns its Group token. With `keep` >= 0 (a
+// scalar value), every variable it updates, the step counter included,
+// keeps its old value while `keep` is 0.
 uint32_t build_optimizer(Graph &graph, const fm_optimizer &optimizer,
                          const std::vector<uint32_t> &variables,
-                         const std::vector<uint32_t> &gradients, const std::string &prefix);
+                         const std::vector<uint32_t> &gradients, const std::string &prefix,
+                         int64_t keep = -1);
 
 }  // namespace fm

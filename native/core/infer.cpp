@@ -152,6 +152,12 @@ Inferred infer(Prim prim, const fm_op_attrs &a, const Shapes &s, const std::vect
         for (size_t i = prim == Prim::Where ? 1 : 0; i < arity; ++i) {
             expect_dtype(d[i], FM_DTYPE_F32, origin, i == 0 ? "a" : (i == 1 ? "b" : "c"));
         }
+        if (prim == Prim::BatchNormalize && s[0]->size() >= 2 && element_count(*s[0]) == (*s[0])[1]) {
+            // One value per channel: its variance is 0 and the unbiased
+            // running variance divides by 0 (PyTorch refuses this too).
+            fail(FM_ERR_SHAPE_MISMATCH, origin, ": training needs more than one value per channel, got ",
+                 to_string(*s[0]), " (a batch of one without spatial dims; use eval mode or a larger batch)");
+        }
         return {out, FM_DTYPE_F32};
     }
     switch (prim) {

@@ -25,9 +25,11 @@ public:
         return g.add_variable(prefix + owner + "." + what, FM_DTYPE_F32, shape, init);
     }
 
+    // Stores `value` into `variable` (its old value instead while `keep` is
+    // 0, when guarded) and returns `value` for the rest of the update.
     uint32_t assign(uint32_t variable, uint32_t value) {
-        uint32_t token = prim(Prim::Assign, {variable, value});
-        tokens.push_back(token);
+        uint32_t stored = keep >= 0 ? where(uint32_t(keep), value, variable) : value;
+        tokens.push_back(prim(Prim::Assign, {variable, stored}));
         return value;
     }
 
@@ -68,6 +70,7 @@ public:
 
     fm_optimizer o;
     std::string prefix;
+    int64_t keep = -1;  // the guard's flag, or -1
     uint32_t lr = 0, step = 0, t = 0, mu_t = 0, mu_next = 0, mu_product = 0;
     std::vector<uint32_t> tokens;
 };
@@ -106,8 +109,7 @@ void Optimizer::update(uint32_t p, uint32_t grad) {
             uint32_t root_bias2 = shared("sqrt(bias2)", [&] { return sqrt(correction(o.beta2)); });
             uint32_t step_size = shared("lr/bias1", [&] { return div(lr, correction(o.beta1)); });
             uint32_t denom = add(div(sqrt(v), root_bias2), o.eps);
-            uint32_t next = sub(base, div(mul(step_size, m), denom));
-            tokens.push_back(prim(Prim::Assign, {p, next}));
+            assign(p, sub(base, div(mul(step_size, m), denom)));
             return;
         }
         case FM_OPTIMIZER_RMSPROP: {
@@ -165,17 +167,47 @@ void Optimizer::update(uint32_t p, uint32_t grad) {
         default:
             fail(FM_ERR_INVALID_ARGUMENT, "argument 'optimizer': unknown kind ", int(o.kind));
     }
-    tokens.push_back(prim(Prim::Assign, {p, sub(p, delta)}));
+    assign(p, sub(p, delta));
 }
 
 }  // namespace
 
-uint32_t build_optimizer(Graph &graph, const fm_optimizer &config, const std::vector<uint32_t> &variables,
-                         const std::vector<uint32_t> &gradients, const std::string &prefix) {
-    if (static_cast<unsigned>(config.kind) >= FM_OPTIMIZER_COUNT) {
-        fail(FM_ERR_INVALID_ARGUMENT, "argument 'optimizer': unknown kind ", int(config.kind));
+void check_optimizer(const fm_optimizer &o) {
+    if (static_cast<unsigned>(o.kind) >= FM_OPTIMIZER_COUNT) {
+        fail(FM_ERR_INVALID_ARGUMENT, "argument 'optimizer': unknown kind ", int(o.kind));
     }
-    if (!(config.learning_rate >= 0.0)) fail(FM_ERR_INVALID_ARGUMENT, "argument 'optimizer': learning_rate must be >= 0");
+    // Every field is checked, read by this kind or not: a NaN left in one is
+    // a mistake either way.
+    auto in = [](const char *field, double value, double low, double high, bool high_open) {
+        bool fits = std::isfinite(value) && value >= low && (high_open ? value < high : value <= high);
+        if (!fits) {
+            fail(FM_ERR_INVALID_ARGUMENT, "argument 'optimizer': ", field, " is ", value, ", it must be finite and in [",
+                 low, ", ", high, high_open ? ")" : "]");
+        }
+    };
+    const double inf = HUGE_VAL;
+    in("learning_rate", o.learning_rate, 0.0, inf, true);
+    in("momentum", o.momentum, 0.0, inf, true);
+    in("dampening", o.dampening, 0.0, 1.0, false);
+    in("beta1", o.beta1, 0.0, 1.0, true);
+    in("beta2", o.beta2, 0.0, 1.0, true);
+    in("eps", o.eps, 0.0, inf, true);
+    in("weight_decay", o.weight_decay, 0.0, inf, true);
+    in("alpha", o.alpha, 0.0, 1.0, false);
+    in("rho", o.rho, 0.0, 1.0, false);
+    in("initial_accumulator", o.initial_accumulator, 0.0, inf, true);
+    in("momentum_decay", o.momentum_decay, 0.0, inf, true);
+    in("clip_value", o.clip_value, 0.0, inf, true);
+    in("clip_norm", o.clip_norm, 0.0, inf, true);
+    if (o.nesterov && (o.momentum <= 0.0 || o.dampening != 0.0)) {
+        fail(FM_ERR_INVALID_ARGUMENT, "argument 'optimizer': nesterov needs momentum > 0 and dampening 0 (momentum ",
+             o.momentum, ", dampening ", o.dampening, ")");
+    }
+}
+
+uint32_t build_optimizer(Graph &graph, const fm_optimizer &config, const std::vector<uint32_t> &variables,
+                         const std::vector<uint32_t> &gradients, const std::string &prefix, int64_t keep) {
+    check_optimizer(config);
     for (size_t i = 0; i < variables.size(); ++i) {
         const Node &v = graph.node(variables[i]);
         if (v.prim != Prim::Variable) {
@@ -189,6 +221,7 @@ uint32_t build_optimizer(Graph &graph, const fm_optimizer &config, const std::ve
         }
     }
     Optimizer opt(graph, config, prefix);
+    opt.keep = keep;
     VariableInit lr_init;
     lr_init.init.kind = FM_INIT_CONSTANT;
     lr_init.init.value = config.learning_rate;

@@ -22,7 +22,7 @@
  *         float loss_value = 0;
  *         layers[0].units = 16;  layers[2].units = 3;
  *         if (fm_device_open_best(&dev) != FM_OK ||
- *             fm_trainer_new(&trainer, dev, layers, 3, input, 1, &adam, &loss, 42) != FM_OK ||
+ *             fm_trainer_new(&trainer, dev, layers, 3, input, 1, &adam, &loss, 42, NULL) != FM_OK ||
  *             fm_tensor_new(&x, dev, FM_DTYPE_F32, xs, 2) != FM_OK ||
  *             fm_tensor_new(&y, dev, FM_DTYPE_I32, ys, 1) != FM_OK) goto fail;
  *         (fill x and y through fm_tensor_buffer + fm_buffer_write)
@@ -77,7 +77,7 @@ extern "C" {
  * ------------------------------------------------------------------------- */
 
 /** Version of this header's ABI. Incremented on any incompatible change. */
-#define FM_ABI_VERSION 1
+#define FM_ABI_VERSION 2
 
 #define FM_VERSION_MAJOR 0
 #define FM_VERSION_MINOR 1
@@ -904,14 +904,38 @@ typedef struct fm_loss_config {
 
 typedef uintptr_t fm_trainer;
 
+/** A trainer's options beyond its model, optimizer and loss. Start from
+ *  fm_trainer_options_default(). */
+typedef struct fm_trainer_options {
+    /** Nonzero (the default): the non-finite guard. A step whose loss or
+     *  any gradient holds an inf or a NaN changes nothing: weights,
+     *  optimizer state, running statistics and "optimizer.step" keep their
+     *  values. The device decides, so a step stays one submission with no
+     *  synchronisation. Such a step fails fm_trainer_step with out_loss,
+     *  or the next fm_trainer_synchronize, with FM_ERR_NUMERICAL naming the
+     *  step, and is counted in fm_trainer_stats. Zero: such a step updates
+     *  everything with what it computed (the weights become NaN). */
+    int32_t nonfinite_guard;
+} fm_trainer_options;
+
+/** nonfinite_guard 1. */
+fm_trainer_options fm_trainer_options_default(void);
+
 /** Builds and compiles a trainer for `device`: `layers` applied to inputs of
  *  `input_shape` (without the batch dim), minimising `loss` with `optimizer`.
- *  `seed` seeds initialisation and dropout. Returns a new reference.
- *  Errors: a layer that does not fit its input fails with
- *  FM_ERR_SHAPE_MISMATCH naming the layer ("conv2d1: ..."). */
+ *  `seed` seeds initialisation and dropout; `options` may be NULL for
+ *  fm_trainer_options_default(). Every array and string is copied: the
+ *  caller may free `layers` and their names when the call returns. Returns
+ *  a new reference.
+ *  Errors: FM_ERR_SHAPE_MISMATCH naming the layer that does not fit its
+ *  input ("layer 1 'conv2d1': ..."); FM_ERR_INVALID_ARGUMENT for a bad
+ *  layer field (naming the layer), an optimizer field that is NaN, infinite
+ *  or out of range (naming the field), an unsupported loss, NULL
+ *  arguments; FM_ERR_INVALID_HANDLE for `device`. */
 fm_status fm_trainer_new(fm_trainer *out_trainer, fm_device device, const fm_layer_spec *layers,
                          size_t num_layers, const int64_t *input_shape, size_t input_rank,
-                         const fm_optimizer *optimizer, const fm_loss_config *loss, uint64_t seed);
+                         const fm_optimizer *optimizer, const fm_loss_config *loss, uint64_t seed,
+                         const fm_trainer_options *options);
 
 /** One training step on a batch: forward, backward and update in one
  *  submission. `inputs` is [n, input_shape...] f32; `labels` as the loss
@@ -929,6 +953,20 @@ fm_status fm_trainer_step(fm_trainer trainer, fm_tensor inputs, fm_tensor labels
  *  the next fm_trainer_step or by fm_trainer_evaluate. With `out_loss`, or
  *  on the CPU, fm_trainer_step returns it itself. */
 fm_status fm_trainer_synchronize(fm_trainer trainer);
+
+/** What a trainer's steps did. */
+typedef struct fm_trainer_stats {
+    /** fm_trainer_step calls that ran (skipped ones included). */
+    uint64_t steps;
+    /** Steps the non-finite guard skipped. */
+    uint64_t skipped_steps;
+    /** The number (1-based, as counted by `steps`) of the last skipped
+     *  step; 0 when none was. */
+    uint64_t last_skipped_step;
+} fm_trainer_stats;
+
+/** The trainer's statistics, after waiting for the steps queued so far. */
+fm_status fm_trainer_stats_get(fm_trainer_stats *out_stats, fm_trainer trainer);
 
 /** Evaluation on a batch (dropout off, running statistics): the mean loss
  *  and, for classification, the number of correct argmax predictions. */

@@ -58,7 +58,7 @@ static void test_layer_names_are_copied(fm_device device) {
     fm_optimizer optimizer = fm_optimizer_default(FM_OPTIMIZER_SGD);
     fm_loss_config loss = {FM_OP_SOFTMAX_CROSS_ENTROPY, 0.0, 1.0};
     fm_trainer trainer = 0;
-    CHECK_OK(fm_trainer_new(&trainer, device, layers, 2, input_shape, 2, &optimizer, &loss, 7));
+    CHECK_OK(fm_trainer_new(&trainer, device, layers, 2, input_shape, 2, &optimizer, &loss, 7, NULL));
     strcpy(name, "zz9");
     free(name);
     fm_inference inference = 0;
@@ -85,7 +85,7 @@ static void test_layer_init_data_refused(fm_device device) {
     fm_optimizer optimizer = fm_optimizer_default(FM_OPTIMIZER_SGD);
     fm_loss_config loss = {FM_OP_SOFTMAX_CROSS_ENTROPY, 0.0, 1.0};
     fm_trainer trainer = 0;
-    EXPECT(FM_ERR_INVALID_ARGUMENT, fm_trainer_new(&trainer, device, layers, 1, input_shape, 1, &optimizer, &loss, 1));
+    EXPECT(FM_ERR_INVALID_ARGUMENT, fm_trainer_new(&trainer, device, layers, 1, input_shape, 1, &optimizer, &loss, 1, NULL));
     CHECK(strstr(fm_last_error(), "layer 0 'dense0'") != NULL && strstr(fm_last_error(), "FM_INIT_DATA") != NULL);
     CHECK(trainer == 0);
     fm_inference inference = 0;

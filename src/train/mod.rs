@@ -7,4 +7,4 @@ mod trainer;
 
 pub use fit::{evaluate, BatchSource, EpochReport, Fit, FitEnd, StopHandle};
 pub use schedule::{EarlyStopping, Schedule, Scheduler};
-pub use trainer::{Evaluation, Inference, Loss, Trainer};
+pub use trainer::{Evaluation, Inference, Loss, Trainer, TrainerOptions, TrainerStats};

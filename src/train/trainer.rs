@@ -63,6 +63,47 @@ pub struct Evaluation {
     pub count: u64,
 }
 
+/// A trainer's options beyond its model, optimizer and loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TrainerOptions {
+    /// On by default: a step whose loss or any gradient holds an inf or a
+    /// NaN changes nothing (weights, optimizer state, running statistics,
+    /// the step counter), decided on the device without synchronising.
+    /// [`Trainer::step_with_loss`] and [`Trainer::synchronize`] report such
+    /// a step as [`Error::Numerical`](crate::Error::Numerical) naming it, and
+    /// [`Trainer::stats`] counts them. Off: the step updates everything with
+    /// what it computed, and the weights become NaN.
+    pub nonfinite_guard: bool,
+}
+
+impl Default for TrainerOptions {
+    fn default() -> TrainerOptions {
+        TrainerOptions {
+            nonfinite_guard: true,
+        }
+    }
+}
+
+impl TrainerOptions {
+    /// Turns the non-finite guard on or off.
+    pub fn nonfinite_guard(mut self, on: bool) -> TrainerOptions {
+        self.nonfinite_guard = on;
+        self
+    }
+}
+
+/// What a trainer's steps did so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrainerStats {
+    /// Steps run, skipped ones included.
+    pub steps: u64,
+    /// Steps the non-finite guard skipped.
+    pub skipped_steps: u64,
+    /// The 1-based number of the last skipped step (0: none).
+    pub last_skipped_step: u64,
+}
+
 /// A model compiled for training on one device. Parameters, running
 /// statistics and optimizer state stay on the device.
 pub struct Trainer {
@@ -89,10 +130,33 @@ impl Trainer {
         loss: Loss,
         seed: u64,
     ) -> Result<Trainer> {
+        Trainer::with_options(
+            device,
+            model,
+            optimizer,
+            loss,
+            seed,
+            &TrainerOptions::default(),
+        )
+    }
+
+    /// [`Trainer::new`] with `options`.
+    pub fn with_options(
+        device: &Device,
+        model: &Model,
+        optimizer: &Optimizer,
+        loss: Loss,
+        seed: u64,
+        options: &TrainerOptions,
+    ) -> Result<Trainer> {
         let (specs, _names) = model.to_sys()?;
+        let raw_options = sys::fm_trainer_options {
+            nonfinite_guard: i32::from(options.nonfinite_guard),
+        };
         let mut raw = 0;
-        // SAFETY: specs (and the names they point into) and the shape live
-        // across the call; the library copies what it keeps.
+        // SAFETY: specs (and the names they point into), the shape and the
+        // options live across the call; the library copies all of them (the
+        // header's ownership rule), so `_names` may be dropped afterwards.
         check(unsafe {
             sys::fm_trainer_new(
                 &mut raw,
@@ -104,6 +168,7 @@ impl Trainer {
                 &optimizer.0,
                 &loss.to_sys(),
                 seed,
+                &raw_options,
             )
         })?;
         // SAFETY: a new reference we now own.
@@ -143,13 +208,34 @@ impl Trainer {
     /// makes that step leave the parameters unchanged and is reported here or
     /// by the next step. [`step_with_loss`](Trainer::step_with_loss) reports
     /// it at once.
+    ///
+    /// With the non-finite guard on (the default), steps it skipped since
+    /// the last report come back as [`Error::Numerical`] naming the last.
     pub fn synchronize(&mut self) -> Result<()> {
         // SAFETY: live handle.
         check(unsafe { sys::fm_trainer_synchronize(self.handle.raw()) })
     }
 
+    /// Steps run and skipped so far (waits for the queued steps).
+    pub fn stats(&mut self) -> Result<TrainerStats> {
+        let mut raw = sys::fm_trainer_stats {
+            steps: 0,
+            skipped_steps: 0,
+            last_skipped_step: 0,
+        };
+        // SAFETY: live handle, valid out-pointer.
+        check(unsafe { sys::fm_trainer_stats_get(&mut raw, self.handle.raw()) })?;
+        Ok(TrainerStats {
+            steps: raw.steps,
+            skipped_steps: raw.skipped_steps,
+            last_skipped_step: raw.last_skipped_step,
+        })
+    }
+
     /// One training step, returning the batch's mean loss (one synchronisation).
-    /// [`Error::Numerical`] names the step when the loss is NaN or infinite.
+    /// [`Error::Numerical`] names the step when the loss or a gradient is
+    /// NaN or infinite; with the non-finite guard on (the default) that
+    /// step changed nothing.
     pub fn step_with_loss(&mut self, inputs: &Tensor, labels: &Tensor) -> Result<f32> {
         let mut loss = 0.0;
         // SAFETY: live handles, valid out-pointer.
