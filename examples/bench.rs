@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
-use ferrometal::{Device, Loss, Model, Optimizer, Tensor, Trainer};
+use ferrometal::{Device, Loss, Model, Optimizer, Tensor, Trainer, TrainerOptions};
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
 enum Reference {
@@ -40,6 +40,9 @@ struct Args {
     steps: Option<usize>,
     #[arg(long, default_value_t = 5)]
     warmup: usize,
+    /// Train without the non-finite guard (to measure what it costs).
+    #[arg(long)]
+    no_nonfinite_guard: bool,
 }
 
 /// (model, optimizer, batch, classes, default steps)
@@ -94,7 +97,8 @@ fn main() -> anyhow::Result<()> {
     shape.extend(model.input_shape.iter().map(|&d| d as usize));
     let x = Tensor::from_slice(&device, &shape, &inputs)?;
     let y = Tensor::from_slice(&device, &[batch], &labels)?;
-    let mut trainer = Trainer::new(
+    let options = TrainerOptions::default().nonfinite_guard(!args.no_nonfinite_guard);
+    let mut trainer = Trainer::with_options(
         &device,
         &model,
         &optimizer,
@@ -102,6 +106,7 @@ fn main() -> anyhow::Result<()> {
             label_smoothing: 0.0,
         },
         0,
+        &options,
     )?;
     for _ in 0..args.warmup {
         trainer.step(&x, &y)?;

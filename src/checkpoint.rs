@@ -1,16 +1,23 @@
 //! Checkpoints: one safetensors file holding every state variable (weights,
-//! running statistics, optimizer state) as f32 tensors, with the model
-//! spec, optimizer, loss and training state as JSON in its `__metadata__`.
-//! One file, written to a temporary name and renamed, so a crash never
-//! leaves a half-written or mismatched checkpoint behind.
+//! running statistics, optimizer state) as f32 tensors, written and read by
+//! the native core (`fm_trainer_save`, `fm_trainer_load`), so C and Swift
+//! hosts share the format. The core adds the format, optimizer, run
+//! counter and a CRC-32C of the data to its `__metadata__`; this module
+//! adds the model spec, optimizer, loss and training state as JSON, which
+//! [`resume`] rebuilds the trainer from.
+//!
+//! Saving is crash-safe: a temporary file of a unique name, fsynced and
+//! renamed over the path, then the folder fsynced; a crash leaves the old
+//! complete file or the new one. Loading checks the whole file (header,
+//! every tensor against the model, checksum) before it changes anything.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::ffi::CString;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{check, Error, Result};
 use crate::graph::Optimizer;
 use crate::nn::Model;
 use crate::sys;
@@ -51,7 +58,9 @@ enum LossRecord {
     Huber { delta: f64 },
 }
 
-const FORMAT: &str = "ferrometal-checkpoint-1";
+/// The version of the JSON this module keeps in the checkpoint (the core
+/// versions the file itself).
+const FORMAT: &str = "ferrometal-recipe-1";
 
 fn optimizer_record(o: &Optimizer) -> BTreeMap<String, f64> {
     let o = &o.0;
@@ -126,15 +135,26 @@ impl From<&LossRecord> for Loss {
     }
 }
 
-/// Writes `trainer`'s full state and `state` to `path` atomically.
+pub(crate) fn c_path(path: &Path) -> Result<CString> {
+    #[cfg(unix)]
+    let bytes = {
+        use std::os::unix::ffi::OsStrExt;
+        path.as_os_str().as_bytes().to_vec()
+    };
+    #[cfg(not(unix))]
+    let bytes = path
+        .to_str()
+        .ok_or_else(|| Error::InvalidArgument(format!("path {} is not UTF-8", path.display())))?
+        .as_bytes()
+        .to_vec();
+    CString::new(bytes)
+        .map_err(|_| Error::InvalidArgument(format!("path {} contains a NUL byte", path.display())))
+}
+
+/// Writes `trainer`'s full state and `state` to `path` atomically (see the
+/// module's documentation).
 pub fn save(trainer: &Trainer, path: impl AsRef<Path>, state: &TrainingState) -> Result<()> {
     let path = path.as_ref();
-    let mut tensors = Vec::new();
-    for (name, _) in trainer.state_names()? {
-        let shape = trainer.state_shape(&name)?;
-        let values = trainer.read_state(&name)?;
-        tensors.push((name, shape, values));
-    }
     let mut state = state.clone();
     state.runs = trainer.run_count()?;
     let recipe = Recipe {
@@ -146,38 +166,85 @@ pub fn save(trainer: &Trainer, path: impl AsRef<Path>, state: &TrainingState) ->
     };
     let recipe = serde_json::to_string(&recipe)
         .map_err(|e| Error::Internal(format!("checkpoint JSON: {e}")))?;
-    let bytes = encode(&tensors, &recipe);
-    let name = path.file_name().ok_or_else(|| {
-        Error::Io(format!(
-            "checkpoint path {} has no file name",
-            path.display()
-        ))
+    let recipe = CString::new(recipe)
+        .map_err(|_| Error::Internal("checkpoint JSON holds a NUL byte".into()))?;
+    let c_path = c_path(path)?;
+    // SAFETY: live trainer; both strings are NUL-terminated and outlive the call.
+    check(unsafe { sys::fm_trainer_save(trainer.as_raw(), c_path.as_ptr(), recipe.as_ptr()) })
+}
+
+/// The recipe stored in the checkpoint at `path`.
+fn recipe(path: &Path) -> Result<Recipe> {
+    let c_path = c_path(path)?;
+    let mut length = 0usize;
+    // SAFETY: capacity 0 with a NULL buffer asks only for the length.
+    check(unsafe {
+        sys::fm_checkpoint_metadata(std::ptr::null_mut(), 0, &mut length, c_path.as_ptr())
     })?;
-    let temporary = path.with_file_name(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let io =
-        |what: &str, e: std::io::Error| Error::Io(format!("{what} {}: {e}", temporary.display()));
-    {
-        let mut file = std::fs::File::create(&temporary).map_err(|e| io("cannot create", e))?;
-        file.write_all(&bytes).map_err(|e| io("cannot write", e))?;
-        file.sync_all().map_err(|e| io("cannot flush", e))?;
-    }
-    std::fs::rename(&temporary, path).map_err(|e| {
-        let _ = std::fs::remove_file(&temporary);
+    let mut text = vec![0u8; length + 1];
+    // SAFETY: `text` has room for length + 1 bytes.
+    check(unsafe {
+        sys::fm_checkpoint_metadata(
+            text.as_mut_ptr().cast(),
+            text.len(),
+            &mut length,
+            c_path.as_ptr(),
+        )
+    })?;
+    text.truncate(length.min(text.len() - 1));
+    let corrupt = |why: String| {
         Error::Io(format!(
-            "cannot move the checkpoint to {}: {e}",
+            "checkpoint {} has bad metadata: {why}",
             path.display()
         ))
-    })
+    };
+    let recipe: Recipe = serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
+    if recipe.format != FORMAT {
+        return Err(corrupt(format!(
+            "format '{}', expected '{FORMAT}'",
+            recipe.format
+        )));
+    }
+    Ok(recipe)
+}
+
+/// A lower bound of the bytes `model`'s parameters take: every dense or
+/// convolution layer has at least `units` x kernel area weights, whatever
+/// its input. A checkpoint whose file is smaller cannot hold the model, so
+/// a hostile spec (a layer of a million units in a 14 KB file) is refused
+/// before the trainer is built and its memory allocated.
+fn parameter_bytes_at_least(model: &Model) -> u128 {
+    model
+        .layers
+        .iter()
+        .map(|layer| match layer.kind {
+            crate::nn::LayerKind::Dense => layer.units.max(0) as u128,
+            crate::nn::LayerKind::Conv2d | crate::nn::LayerKind::ConvTranspose2d => {
+                layer.units.max(0) as u128
+                    * layer.kernel_size[0].max(0) as u128
+                    * layer.kernel_size[1].max(0) as u128
+            }
+            _ => 0,
+        })
+        .sum::<u128>()
+        * 4
 }
 
 /// A trainer rebuilt from the checkpoint at `path` on `device`, with all its
 /// state restored, and the training state to continue from.
 pub fn resume(device: &crate::Device, path: impl AsRef<Path>) -> Result<(Trainer, TrainingState)> {
-    let (recipe, tensors) = read(path.as_ref())?;
+    let path = path.as_ref();
+    let recipe = recipe(path)?;
+    let size = std::fs::metadata(path)
+        .map_err(|e| Error::Io(format!("cannot read checkpoint {}: {e}", path.display())))?
+        .len();
+    let needed = parameter_bytes_at_least(&recipe.model);
+    if needed > u128::from(size) {
+        return Err(Error::Io(format!(
+            "checkpoint {} is corrupt: its model needs at least {needed} bytes of weights, the file has {size}",
+            path.display()
+        )));
+    }
     let optimizer = optimizer_from(&recipe.optimizer)?;
     let mut trainer = Trainer::new(
         device,
@@ -186,173 +253,43 @@ pub fn resume(device: &crate::Device, path: impl AsRef<Path>) -> Result<(Trainer
         (&recipe.loss).into(),
         recipe.state.seed,
     )?;
-    restore(&mut trainer, &tensors, path.as_ref())?;
-    trainer.set_run_count(recipe.state.runs)?;
+    load(&mut trainer, path, sys::fm_trainer_load)?;
     Ok((trainer, recipe.state))
 }
 
-/// Loads the checkpoint's state into an existing trainer of the same model.
+fn load(
+    trainer: &mut Trainer,
+    path: &Path,
+    function: unsafe extern "C" fn(usize, *const std::os::raw::c_char) -> sys::fm_status,
+) -> Result<()> {
+    let c_path = c_path(path)?;
+    // SAFETY: live trainer, NUL-terminated path.
+    check(unsafe { function(trainer.as_raw(), c_path.as_ptr()) })
+}
+
+/// Loads the checkpoint's full state (weights, running statistics,
+/// optimizer state, run counter) into an existing trainer of the same model
+/// and optimizer. Nothing changes on error.
 pub fn load_into(trainer: &mut Trainer, path: impl AsRef<Path>) -> Result<TrainingState> {
-    let (recipe, tensors) = read(path.as_ref())?;
+    let path = path.as_ref();
+    let recipe = recipe(path)?;
     if &recipe.model != trainer.model() {
         return Err(Error::InvalidArgument(format!(
             "checkpoint {} holds another model than this trainer's",
-            path.as_ref().display()
+            path.display()
         )));
     }
-    restore(trainer, &tensors, path.as_ref())?;
-    trainer.set_run_count(recipe.state.runs)?;
+    load(trainer, path, sys::fm_trainer_load)?;
     Ok(recipe.state)
 }
 
-type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
-
-fn restore(trainer: &mut Trainer, tensors: &Tensors, path: &Path) -> Result<()> {
-    let names = trainer.state_names()?;
-    // Check everything before writing anything, so a bad file changes nothing.
-    for (name, _) in &names {
-        let expected = trainer.state_shape(name)?;
-        match tensors.get(name) {
-            None => {
-                return Err(Error::InvalidArgument(format!(
-                    "checkpoint {}: tensor '{name}' is missing",
-                    path.display()
-                )))
-            }
-            Some((shape, _)) if *shape != expected => {
-                return Err(Error::ShapeMismatch(format!(
-                    "checkpoint {}: '{name}' has shape {shape:?}, the model needs {expected:?}",
-                    path.display()
-                )))
-            }
-            Some(_) => {}
-        }
-    }
-    if let Some(extra) = tensors.keys().find(|k| !names.iter().any(|(n, _)| n == *k)) {
-        return Err(Error::InvalidArgument(format!(
-            "checkpoint {}: tensor '{extra}' is not in this model",
-            path.display()
-        )));
-    }
-    for (name, _) in &names {
-        trainer.write_state(name, &tensors[name].1)?;
-    }
-    Ok(())
-}
-
-fn encode(tensors: &[(String, Vec<usize>, Vec<f32>)], recipe: &str) -> Vec<u8> {
-    let mut header = serde_json::Map::new();
-    header.insert(
-        "__metadata__".into(),
-        serde_json::json!({ "ferrometal": recipe }),
-    );
-    let mut offset = 0usize;
-    for (name, shape, values) in tensors {
-        let end = offset + values.len() * 4;
-        header.insert(
-            name.clone(),
-            serde_json::json!({ "dtype": "F32", "shape": shape, "data_offsets": [offset, end] }),
-        );
-        offset = end;
-    }
-    let mut header = serde_json::Value::Object(header).to_string().into_bytes();
-    while header.len() % 8 != 0 {
-        header.push(b' ');
-    }
-    let mut bytes = Vec::with_capacity(8 + header.len() + offset);
-    bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&header);
-    for (_, _, values) in tensors {
-        for v in values {
-            bytes.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    bytes
-}
-
-fn read(path: &Path) -> Result<(Recipe, Tensors)> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| Error::Io(format!("cannot read checkpoint {}: {e}", path.display())))?;
-    let corrupt = |why: String| {
-        Error::Io(format!(
-            "checkpoint {} is corrupt or truncated: {why}",
-            path.display()
-        ))
-    };
-    if bytes.len() < 8 {
-        return Err(corrupt(format!(
-            "{} bytes, shorter than the header size",
-            bytes.len()
-        )));
-    }
-    let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-    let data_start = 8u64
-        .checked_add(header_len)
-        .filter(|&end| end <= bytes.len() as u64)
-        .ok_or_else(|| {
-            corrupt(format!(
-                "the header claims {header_len} bytes but the file has {}",
-                bytes.len()
-            ))
-        })? as usize;
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&bytes[8..data_start])
-            .map_err(|e| corrupt(format!("header is not JSON: {e}")))?;
-    let recipe = header
-        .get("__metadata__")
-        .and_then(|m| m.get("ferrometal"))
-        .and_then(|r| r.as_str())
-        .ok_or_else(|| corrupt("no ferrometal metadata (not a ferrometal checkpoint)".into()))?;
-    let recipe: Recipe =
-        serde_json::from_str(recipe).map_err(|e| corrupt(format!("metadata: {e}")))?;
-    if recipe.format != FORMAT {
-        return Err(corrupt(format!(
-            "format '{}', expected '{FORMAT}'",
-            recipe.format
-        )));
-    }
-    let data = &bytes[data_start..];
-    let mut tensors = Tensors::new();
-    let mut spans = Vec::new();
-    for (name, entry) in &header {
-        if name == "__metadata__" {
-            continue;
-        }
-        let field = |key: &str| {
-            entry
-                .get(key)
-                .ok_or_else(|| corrupt(format!("'{name}' has no {key}")))
-        };
-        if field("dtype")?.as_str() != Some("F32") {
-            return Err(Error::DtypeMismatch(format!(
-                "checkpoint {}: '{name}' is not F32",
-                path.display()
-            )));
-        }
-        let shape: Vec<usize> = serde_json::from_value(field("shape")?.clone())
-            .map_err(|e| corrupt(format!("'{name}' shape: {e}")))?;
-        let offsets: [usize; 2] = serde_json::from_value(field("data_offsets")?.clone())
-            .map_err(|e| corrupt(format!("'{name}' offsets: {e}")))?;
-        let count = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-        let fits = offsets[0] <= offsets[1]
-            && offsets[1] <= data.len()
-            && count.and_then(|c| c.checked_mul(4)) == Some(offsets[1] - offsets[0]);
-        if !fits {
-            return Err(corrupt(format!(
-                "'{name}' offsets {offsets:?} do not hold shape {shape:?} within {} data bytes",
-                data.len()
-            )));
-        }
-        spans.push((offsets[0], offsets[1]));
-        let values = data[offsets[0]..offsets[1]]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect();
-        tensors.insert(name.clone(), (shape, values));
-    }
-    spans.sort_unstable();
-    if spans.windows(2).any(|w| w[0].1 > w[1].0) {
-        return Err(corrupt("tensors overlap".into()));
-    }
-    Ok((recipe, tensors))
+/// Loads only the weights (parameters and running statistics) into
+/// `trainer`, keeping its optimizer state: from a checkpoint of the same
+/// model with any optimizer, or from a plain safetensors file (written by
+/// another tool) whose f32 tensors are named and shaped as the model's
+/// state (`dense0.weight`, `batch_norm1.running_mean`, ...), with no others.
+/// A missing or extra tensor, or a shape that differs, is an error naming
+/// it, and nothing changes.
+pub fn load_weights(trainer: &mut Trainer, path: impl AsRef<Path>) -> Result<()> {
+    load(trainer, path.as_ref(), sys::fm_trainer_load_weights)
 }

@@ -227,7 +227,7 @@ constexpr const char *kLastSkippedStep = "trainer.last_skipped_step";
 Trainer::Trainer(std::shared_ptr<Device> device, LayerSpecs layers, Shape input_shape,
                  const fm_optimizer &optimizer, const fm_loss_config &loss, uint64_t seed,
                  const fm_trainer_options &options)
-    : layers_(std::move(layers)), input_shape_(std::move(input_shape)), loss_config_(loss),
+    : layers_(std::move(layers)), input_shape_(std::move(input_shape)), loss_config_(loss), optimizer_(optimizer),
       graph_(std::make_shared<Graph>()), guarded_(options.nonfinite_guard != 0) {
     check_optimizer(optimizer);
     Graph &g = *graph_;
@@ -340,6 +340,30 @@ fm_trainer_stats Trainer::stats() {
     return read_stats();
 }
 
+std::vector<StateVariable> Trainer::state_variables() const {
+    std::vector<StateVariable> variables;
+    for (size_t i = 0; i < state_names_.size(); ++i) {
+        variables.push_back({state_names_[i], state_names_[i].rfind("optimizer.", 0) != 0});
+    }
+    return variables;
+}
+
+void Trainer::save(const std::string &path, const std::string &host_metadata) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    exec_->check_errors();
+    CheckpointInfo info;
+    info.optimizer = optimizer_kind_name(optimizer_.kind);
+    info.runs = exec_->run_count();
+    info.host_metadata = host_metadata;
+    save_checkpoint(*exec_, state_variables(), info, path);
+}
+
+CheckpointInfo Trainer::load(const std::string &path, LoadMode mode) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    exec_->check_errors();
+    return load_checkpoint(*exec_, state_variables(), optimizer_kind_name(optimizer_.kind), mode, path);
+}
+
 void Trainer::synchronize() {
     std::lock_guard<std::mutex> lock(mutex_);
     exec_->check_errors();
@@ -392,6 +416,24 @@ Inference::Inference(std::shared_ptr<Device> device, const LayerSpecs &layers, c
     : graph_(std::make_shared<Graph>()) {
     model_ = build_model(*graph_, layers.specs(), input_shape, 0, false);
     exec_ = std::make_shared<Exec>(graph_, std::move(device));
+}
+
+std::vector<StateVariable> Inference::state_variables() const {
+    std::vector<StateVariable> variables;
+    for (uint32_t v : model_.parameters) variables.push_back({graph_->node(v).name, true});
+    for (uint32_t v : model_.statistics) variables.push_back({graph_->node(v).name, true});
+    return variables;
+}
+
+void Inference::save(const std::string &path, const std::string &host_metadata) {
+    CheckpointInfo info;
+    info.optimizer = "none";
+    info.host_metadata = host_metadata;
+    save_checkpoint(*exec_, state_variables(), info, path);
+}
+
+void Inference::load(const std::string &path) {
+    load_checkpoint(*exec_, state_variables(), "none", LoadMode::WeightsOnly, path);
 }
 
 std::shared_ptr<Tensor> Inference::infer(const std::shared_ptr<Tensor> &inputs) {

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint.h"
 #include "exec.h"
 
 namespace fm {
@@ -62,6 +63,8 @@ public:
     // for steps the guard skipped since the last report.
     void synchronize();
     fm_trainer_stats stats();
+    void save(const std::string &path, const std::string &host_metadata);
+    CheckpointInfo load(const std::string &path, LoadMode mode);
 
     const std::shared_ptr<Exec> &exec() const { return exec_; }
     const std::vector<std::string> &state_names() const { return state_names_; }
@@ -73,10 +76,12 @@ public:
 private:
     void check_batch(const std::shared_ptr<Tensor> &inputs, const char *function) const;
     fm_trainer_stats read_stats();  // with mutex_ held
+    std::vector<StateVariable> state_variables() const;
 
     LayerSpecs layers_;
     Shape input_shape_;
     fm_loss_config loss_config_;
+    fm_optimizer optimizer_;
     std::shared_ptr<Graph> graph_;
     Model model_;
     uint32_t labels_ = 0, loss_ = 0, update_ = 0, eval_loss_ = 0, predictions_ = 0;
@@ -100,8 +105,13 @@ public:
     Inference(std::shared_ptr<Device> device, const LayerSpecs &layers, const Shape &input_shape);
     std::shared_ptr<Tensor> infer(const std::shared_ptr<Tensor> &inputs);
     const std::shared_ptr<Exec> &exec() const { return exec_; }
+    // Parameters and running statistics (load: LoadMode::WeightsOnly).
+    void save(const std::string &path, const std::string &host_metadata);
+    void load(const std::string &path);
 
 private:
+    std::vector<StateVariable> state_variables() const;
+
     std::shared_ptr<Graph> graph_;
     Model model_;
     std::shared_ptr<Exec> exec_;

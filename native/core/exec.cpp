@@ -171,7 +171,7 @@ std::vector<std::shared_ptr<Tensor>> Exec::run(const std::vector<Feed> &feeds, c
     Bindings bindings;
     bindings.arena = entry.arena->data();
     bindings.scalars = static_cast<const float *>(entry.scalars->data());
-    bindings.run_index = runs_;
+    bindings.run_index = runs_.load();
     bindings.variables.assign(graph_->variables().size(), nullptr);
     bindings.constants.assign(graph_->size(), nullptr);
     bindings.feeds.assign(graph_->placeholders().size(), nullptr);
@@ -226,8 +226,9 @@ std::vector<std::shared_ptr<Tensor>> Exec::run(const std::vector<Feed> &feeds, c
     return result;
 }
 
+// The caller holds the graph's lock across its transfer too: a run on
+// another thread may be updating the same variable.
 Buffer &Exec::named_variable(const std::string &name, size_t count, const char *argument) {
-    std::lock_guard<std::mutex> lock(graph_->mutex());
     int64_t index = graph_->find_named(name);
     if (index < 0 || graph_->node(uint32_t(index)).prim != Prim::Variable) {
         fail(FM_ERR_INVALID_ARGUMENT, "argument 'name': no variable called '", name, "'");
@@ -250,6 +251,7 @@ Shape Exec::variable_shape(const std::string &name) {
 }
 
 void Exec::read_variable(const std::string &name, void *dst, size_t count) {
+    std::lock_guard<std::mutex> lock(graph_->mutex());
     Buffer &buffer = named_variable(name, count, "count");
     if (count == 0) return;
     if (dst == nullptr) fail(FM_ERR_INVALID_ARGUMENT, "argument 'dst' is NULL");
@@ -257,6 +259,7 @@ void Exec::read_variable(const std::string &name, void *dst, size_t count) {
 }
 
 void Exec::write_variable(const std::string &name, const void *src, size_t count) {
+    std::lock_guard<std::mutex> lock(graph_->mutex());
     Buffer &buffer = named_variable(name, count, "count");
     if (count == 0) return;
     if (src == nullptr) fail(FM_ERR_INVALID_ARGUMENT, "argument 'src' is NULL");

@@ -2,6 +2,7 @@
 // device: its variables, constants, and a cache of plans).
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <memory>
 
@@ -73,7 +74,7 @@ private:
     std::vector<std::shared_ptr<Buffer>> variables_, constants_;
     std::map<std::vector<int64_t>, std::unique_ptr<Compiled>> plans_;
     const Compiled *last_ = nullptr;
-    uint64_t runs_ = 0;
+    std::atomic<uint64_t> runs_{0};  // read by run_count() without the lock
     uint64_t use_clock_ = 0;
 };
 

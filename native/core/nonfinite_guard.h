@@ -11,7 +11,7 @@
 namespace fm {
 
 // A scalar that is 1 when `loss` and every one of `gradients` are finite
-// and 0 otherwise.
+// and 0 otherwise (also when a gradient's sum overflows f32).
 uint32_t build_finite_check(Graph &graph, uint32_t loss, const std::vector<uint32_t> &gradients);
 
 // Rewrites every assignment that runs as an effect of a value (a training

@@ -47,6 +47,9 @@
  *     gives FM_ERR_INVALID_HANDLE. Releasing a handle twice is such an error.
  *   - "Returns a new reference" means the caller owns one reference to the
  *     out-handle and must fm_release() it.
+ *   - Pointers passed in (strings, arrays, structs and what they point to)
+ *     are read during the call only: the library copies whatever it keeps,
+ *     so the caller may free or reuse them as soon as the call returns.
  *   - Counts and offsets of buffers are in elements of the buffer's dtype.
  *   - Thread-safety is stated per group. The handle table itself is
  *     thread-safe: any thread may retain or release any handle.
@@ -1018,6 +1021,62 @@ fm_status fm_infer(fm_tensor *out_outputs, fm_inference inference, fm_tensor inp
 
 /** The engine's executable, for reading and writing parameters. New reference. */
 fm_status fm_inference_exec(fm_exec *out_exec, fm_inference inference);
+
+/* ---------------------------------------------------------------------------
+ * Checkpoints — fm_trainer_save / fm_trainer_load and the same for inference
+ *
+ * A checkpoint is one safetensors file: every state variable as an F32
+ * tensor named as in fm_trainer_state_name, and in its __metadata__ the
+ * format ("ferrometal.format"), the optimizer, the run counter (dropout
+ * masks continue from it), a CRC-32C of the data, and the host's own
+ * text ("ferrometal.host"). Saving is crash-safe: the file goes to a
+ * temporary of a unique name in the same folder, is fsynced and renamed
+ * over `path`, and the folder is fsynced; what a crash leaves at `path` is
+ * the old complete file or the new one, and temporaries left by processes
+ * that died while saving are removed by the next save. Threads and
+ * processes may save to one path at once: each renames a whole file.
+ * Loading validates the whole file before it changes anything: the header
+ * exactly (length, offsets contiguous and in range, no trailing bytes),
+ * each tensor's name, dtype and shape against the model (before any
+ * allocation for the data), and the checksum. On any error the engine is
+ * unchanged. Errors: FM_ERR_IO naming the path and what is wrong with it;
+ * FM_ERR_INVALID_ARGUMENT, FM_ERR_SHAPE_MISMATCH or FM_ERR_DTYPE_MISMATCH
+ * naming the tensor that does not fit; FM_ERR_INVALID_HANDLE.
+ * ------------------------------------------------------------------------- */
+
+/** Writes every state variable of `trainer` to `path`. `metadata` (NULL for
+ *  none) is stored as it is and read back by fm_checkpoint_metadata; the
+ *  Rust crate keeps the model spec and training state there. Waits for the
+ *  steps queued so far. */
+fm_status fm_trainer_save(fm_trainer trainer, const char *path, const char *metadata);
+
+/** Restores every state variable and the run counter from a checkpoint of
+ *  the same model and optimizer. A checkpoint of another optimizer is
+ *  FM_ERR_INVALID_ARGUMENT naming both (fm_trainer_load_weights takes its
+ *  weights); a safetensors file without ferrometal metadata is FM_ERR_IO
+ *  ("not a ferrometal checkpoint"). */
+fm_status fm_trainer_load(fm_trainer trainer, const char *path);
+
+/** Restores the parameters and running statistics only, from a checkpoint
+ *  of the same model with any optimizer (its optimizer state is ignored),
+ *  or from a plain safetensors file of F32 tensors named and shaped as the
+ *  model's, with no others. Optimizer state and the run counter are kept. */
+fm_status fm_trainer_load_weights(fm_trainer trainer, const char *path);
+
+/** Writes the parameters and running statistics of `inference` to `path`
+ *  (optimizer "none"), as fm_trainer_save does. */
+fm_status fm_inference_save(fm_inference inference, const char *path, const char *metadata);
+
+/** Restores the parameters and running statistics of `inference` from any
+ *  file fm_trainer_load_weights accepts. */
+fm_status fm_inference_load(fm_inference inference, const char *path);
+
+/** The host metadata of the checkpoint at `path`: up to capacity - 1 bytes
+ *  and a NUL into out_text (which may be NULL when capacity is 0), and its
+ *  whole length into *out_length, so a caller can ask again with room for
+ *  out_length + 1. The whole file is validated (header and checksum), so
+ *  the metadata of a corrupt file is never returned. */
+fm_status fm_checkpoint_metadata(char *out_text, size_t capacity, size_t *out_length, const char *path);
 
 #ifdef __cplusplus
 } /* extern "C" */

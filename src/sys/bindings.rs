@@ -1156,3 +1156,46 @@ unsafe extern "C" {
     #[doc = " The engine's executable, for reading and writing parameters. New reference."]
     pub fn fm_inference_exec(out_exec: *mut fm_exec, inference: fm_inference) -> fm_status;
 }
+unsafe extern "C" {
+    #[doc = " Writes every state variable of `trainer` to `path`. `metadata` (NULL for\n  none) is stored as it is and read back by fm_checkpoint_metadata; the\n  Rust crate keeps the model spec and training state there. Waits for the\n  steps queued so far."]
+    pub fn fm_trainer_save(
+        trainer: fm_trainer,
+        path: *const ::std::os::raw::c_char,
+        metadata: *const ::std::os::raw::c_char,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " Restores every state variable and the run counter from a checkpoint of\n  the same model and optimizer. A checkpoint of another optimizer is\n  FM_ERR_INVALID_ARGUMENT naming both (fm_trainer_load_weights takes its\n  weights); a safetensors file without ferrometal metadata is FM_ERR_IO\n  (\"not a ferrometal checkpoint\")."]
+    pub fn fm_trainer_load(trainer: fm_trainer, path: *const ::std::os::raw::c_char) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " Restores the parameters and running statistics only, from a checkpoint\n  of the same model with any optimizer (its optimizer state is ignored),\n  or from a plain safetensors file of F32 tensors named and shaped as the\n  model's, with no others. Optimizer state and the run counter are kept."]
+    pub fn fm_trainer_load_weights(
+        trainer: fm_trainer,
+        path: *const ::std::os::raw::c_char,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " Writes the parameters and running statistics of `inference` to `path`\n  (optimizer \"none\"), as fm_trainer_save does."]
+    pub fn fm_inference_save(
+        inference: fm_inference,
+        path: *const ::std::os::raw::c_char,
+        metadata: *const ::std::os::raw::c_char,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " Restores the parameters and running statistics of `inference` from any\n  file fm_trainer_load_weights accepts."]
+    pub fn fm_inference_load(
+        inference: fm_inference,
+        path: *const ::std::os::raw::c_char,
+    ) -> fm_status;
+}
+unsafe extern "C" {
+    #[doc = " The host metadata of the checkpoint at `path`: up to capacity - 1 bytes\n  and a NUL into out_text (which may be NULL when capacity is 0), and its\n  whole length into *out_length, so a caller can ask again with room for\n  out_length + 1. The whole file is validated (header and checksum), so\n  the metadata of a corrupt file is never returned."]
+    pub fn fm_checkpoint_metadata(
+        out_text: *mut ::std::os::raw::c_char,
+        capacity: usize,
+        out_length: *mut usize,
+        path: *const ::std::os::raw::c_char,
+    ) -> fm_status;
+}

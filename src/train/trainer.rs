@@ -189,6 +189,11 @@ impl Trainer {
         })
     }
 
+    /// The raw `fm_trainer` handle, borrowed (valid while `self` lives).
+    pub fn as_raw(&self) -> usize {
+        self.handle.raw()
+    }
+
     /// One training step (forward, backward, update) without reading anything back.
     pub fn step(&mut self, inputs: &Tensor, labels: &Tensor) -> Result<()> {
         // SAFETY: live handles; a NULL loss pointer means "do not read back".
@@ -447,5 +452,24 @@ impl Inference {
     /// A copy of parameter `name`.
     pub fn read_parameter(&self, name: &str) -> Result<Vec<f32>> {
         self.exec.read_variable(name)
+    }
+
+    /// Writes the parameters and running statistics to `path`, crash-safely,
+    /// as a checkpoint that [`Inference::load_weights`] and
+    /// [`checkpoint::load_weights`](crate::checkpoint::load_weights) read.
+    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        let path = crate::checkpoint::c_path(path.as_ref())?;
+        // SAFETY: live handle, NUL-terminated path, no metadata.
+        check(unsafe { sys::fm_inference_save(self.handle.raw(), path.as_ptr(), std::ptr::null()) })
+    }
+
+    /// Loads the parameters and running statistics from a checkpoint of the
+    /// same model (a trainer's, with any optimizer, or an engine's) or a
+    /// plain safetensors file of exactly its weights. Nothing changes on
+    /// error.
+    pub fn load_weights(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        let path = crate::checkpoint::c_path(path.as_ref())?;
+        // SAFETY: live handle, NUL-terminated path.
+        check(unsafe { sys::fm_inference_load(self.handle.raw(), path.as_ptr()) })
     }
 }
