@@ -19,6 +19,12 @@
 //! Errors are [`Error`] values carrying the native message, which names the
 //! function and argument at fault. Nothing in this crate panics on bad input.
 #![warn(missing_docs)]
+// Bad input is an error, never a panic: no unwrap, expect or panic in the
+// library (tests and examples may).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 mod buffer;
 pub mod checkpoint;

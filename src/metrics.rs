@@ -1,6 +1,37 @@
 //! Metrics as small accumulators: `update` with a batch, `compute` the
 //! value so far, `reset` for the next epoch. They run on the host, on the
-//! (small) outputs a trainer's `predict` returns.
+//! (small) outputs a trainer's `predict` returns. `update` checks that the
+//! batch's parts fit together and returns an error naming the mismatch
+//! (nothing is added then); it never panics.
+
+use crate::error::{Error, Result};
+
+/// Errors unless `scores` holds `classes` scores for each of `labels`.
+fn check_scores(metric: &str, scores: &[f32], classes: usize, labels: usize) -> Result<()> {
+    if classes == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "{metric}::update: argument 'classes' is 0"
+        )));
+    }
+    if Some(scores.len()) != classes.checked_mul(labels) {
+        return Err(Error::ShapeMismatch(format!(
+            "{metric}::update: {} scores for {labels} labels of {classes} classes (needs {labels} x {classes})",
+            scores.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Errors unless the two slices of one batch have the same length.
+fn check_lengths(metric: &str, what: [&str; 2], a: usize, b: usize) -> Result<()> {
+    if a != b {
+        return Err(Error::ShapeMismatch(format!(
+            "{metric}::update: {a} {} but {b} {}",
+            what[0], what[1]
+        )));
+    }
+    Ok(())
+}
 
 /// Share of samples whose highest score is the true class.
 #[derive(Clone, Debug, Default)]
@@ -11,16 +42,25 @@ pub struct Accuracy {
 
 impl Accuracy {
     /// Adds a batch of `scores` ([n, classes], row-major) with `labels` [n].
-    pub fn update(&mut self, scores: &[f32], classes: usize, labels: &[i32]) {
+    pub fn update(&mut self, scores: &[f32], classes: usize, labels: &[i32]) -> Result<()> {
+        check_scores("Accuracy", scores, classes, labels.len())?;
         for (row, &label) in scores.chunks(classes).zip(labels) {
-            self.correct += (argmax(row) == label as usize) as u64;
+            self.correct += (usize::try_from(label) == Ok(argmax(row))) as u64;
             self.total += 1;
         }
+        Ok(())
     }
     /// Adds predicted classes directly.
-    pub fn update_predictions(&mut self, predicted: &[i32], labels: &[i32]) {
+    pub fn update_predictions(&mut self, predicted: &[i32], labels: &[i32]) -> Result<()> {
+        check_lengths(
+            "Accuracy",
+            ["predictions", "labels"],
+            predicted.len(),
+            labels.len(),
+        )?;
         self.correct += predicted.iter().zip(labels).filter(|(p, l)| p == l).count() as u64;
         self.total += labels.len() as u64;
+        Ok(())
     }
     /// The accuracy (0 before any update).
     pub fn compute(&self) -> f64 {
@@ -50,9 +90,10 @@ impl TopK {
         }
     }
     /// Adds a batch of `scores` ([n, classes]) with `labels`.
-    pub fn update(&mut self, scores: &[f32], classes: usize, labels: &[i32]) {
+    pub fn update(&mut self, scores: &[f32], classes: usize, labels: &[i32]) -> Result<()> {
+        check_scores("TopK", scores, classes, labels.len())?;
         for (row, &label) in scores.chunks(classes).zip(labels) {
-            let Some(&own) = row.get(label as usize) else {
+            let Some(&own) = usize::try_from(label).ok().and_then(|l| row.get(l)) else {
                 self.total += 1;
                 continue;
             };
@@ -61,6 +102,7 @@ impl TopK {
             self.hits += (above < self.k) as u64;
             self.total += 1;
         }
+        Ok(())
     }
     /// The top-k accuracy.
     pub fn compute(&self) -> f64 {
@@ -99,15 +141,27 @@ impl ConfusionMatrix {
         }
     }
     /// Adds predicted and true classes (values outside the classes are ignored).
-    pub fn update(&mut self, predicted: &[i32], labels: &[i32]) {
+    pub fn update(&mut self, predicted: &[i32], labels: &[i32]) -> Result<()> {
+        check_lengths(
+            "ConfusionMatrix",
+            ["predictions", "labels"],
+            predicted.len(),
+            labels.len(),
+        )?;
+        let class = |c: i32| usize::try_from(c).ok().filter(|&c| c < self.classes);
         for (&p, &l) in predicted.iter().zip(labels) {
-            if (0..self.classes as i32).contains(&p) && (0..self.classes as i32).contains(&l) {
-                self.counts[l as usize * self.classes + p as usize] += 1;
+            if let (Some(p), Some(l)) = (class(p), class(l)) {
+                self.counts[l * self.classes + p] += 1;
             }
         }
+        Ok(())
     }
-    /// Samples of true class `truth` predicted as `predicted`.
+    /// Samples of true class `truth` predicted as `predicted` (0 for classes
+    /// outside the matrix).
     pub fn get(&self, truth: usize, predicted: usize) -> u64 {
+        if truth >= self.classes || predicted >= self.classes {
+            return 0;
+        }
         self.counts[truth * self.classes + predicted]
     }
     fn column(&self, c: usize) -> u64 {
@@ -171,9 +225,11 @@ pub struct AucRoc {
 
 impl AucRoc {
     /// Adds scores (higher = more positive) and whether each sample is positive.
-    pub fn update(&mut self, scores: &[f32], positive: &[bool]) {
+    pub fn update(&mut self, scores: &[f32], positive: &[bool]) -> Result<()> {
+        check_lengths("AucRoc", ["scores", "labels"], scores.len(), positive.len())?;
         self.scored
             .extend(scores.iter().copied().zip(positive.iter().copied()));
+        Ok(())
     }
     /// The AUC, or `None` unless both classes were seen.
     pub fn compute(&self) -> Option<f64> {
@@ -215,7 +271,13 @@ pub struct Regression {
 
 impl Regression {
     /// Adds predictions and their targets.
-    pub fn update(&mut self, predicted: &[f32], targets: &[f32]) {
+    pub fn update(&mut self, predicted: &[f32], targets: &[f32]) -> Result<()> {
+        check_lengths(
+            "Regression",
+            ["predictions", "targets"],
+            predicted.len(),
+            targets.len(),
+        )?;
         for (&p, &t) in predicted.iter().zip(targets) {
             let (p, t) = (f64::from(p), f64::from(t));
             self.count += 1.0;
@@ -224,6 +286,7 @@ impl Regression {
             self.target_sum += t;
             self.target_sq_sum += t * t;
         }
+        Ok(())
     }
     /// Mean absolute error.
     pub fn mae(&self) -> f64 {

@@ -506,6 +506,70 @@ mod loop_and_schedules {
         }
     }
 
+    /// Batches of which those at `poisoned` positions hold a NaN.
+    struct Poisoned(Device, Vec<u64>);
+
+    impl BatchSource for Poisoned {
+        fn batches(
+            &self,
+            _epoch: u64,
+        ) -> Box<dyn Iterator<Item = ferrometal::Result<(Tensor, Tensor)>> + '_> {
+            Box::new((0..8).map(move |i| {
+                let (mut xs, ys) = data(32, 8, i);
+                if self.1.contains(&i) {
+                    xs[5] = f32::NAN;
+                }
+                Ok((
+                    Tensor::from_slice(&self.0, &[32, 8], &xs)?,
+                    Tensor::from_slice(&self.0, &[32], &ys)?,
+                ))
+            }))
+        }
+    }
+
+    #[test]
+    fn fit_goes_past_skipped_steps_and_stops_after_too_many() {
+        for device in common::graph_devices() {
+            // Two bad batches an epoch: by default the first is an error.
+            let source = Poisoned(device.clone(), vec![2, 5]);
+            let mut t = trainer(&device);
+            let error = Fit::new(2).run(&mut t, &source, None).unwrap_err();
+            assert!(matches!(error, Error::Numerical(_)), "{error}");
+            // Allowed: the epochs complete and report their skipped steps.
+            let mut t = trainer(&device);
+            let (end, reports) = Fit::new(2)
+                .skipped_steps_allowed(4)
+                .run(&mut t, &source, None)
+                .unwrap();
+            assert_eq!(end, FitEnd::Completed);
+            assert_eq!(
+                reports.iter().map(|r| r.skipped_steps).collect::<Vec<_>>(),
+                [2, 2]
+            );
+            assert!(reports.iter().all(|r| r.train_loss.is_finite()));
+            // The fifth skip ends the fit in epoch 3; the weights are finite,
+            // and the last epoch's checkpoint was not overwritten.
+            let mut t = trainer(&device);
+            let mut saved_epochs = Vec::new();
+            let (end, reports) = Fit::new(5)
+                .skipped_steps_allowed(4)
+                .on_epoch(|r| {
+                    saved_epochs.push(r.epoch);
+                    Ok(())
+                })
+                .run(&mut t, &source, None)
+                .unwrap();
+            assert_eq!((end, reports.len()), (FitEnd::TooManySkippedSteps, 2));
+            assert_eq!(saved_epochs, [1, 2]);
+            assert!(t
+                .read_state("dense0.weight")
+                .unwrap()
+                .iter()
+                .all(|v| v.is_finite()));
+            assert_eq!(t.stats().unwrap().skipped_steps, 5);
+        }
+    }
+
     #[test]
     fn schedules_follow_their_formulas() {
         let mut step = Scheduler::new(

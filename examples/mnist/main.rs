@@ -38,7 +38,7 @@ enum DeviceChoice {
 struct Args {
     #[arg(long, default_value_t = 3)]
     epochs: u64,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     batch_size: usize,
     /// Peak learning rate (Adam), decayed to zero by a cosine over the run.
     #[arg(long, default_value_t = 2e-3)]
@@ -54,13 +54,23 @@ struct Args {
     #[arg(long)]
     data: Option<PathBuf>,
     /// Train on the first N training images only (quick runs).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     limit: Option<usize>,
     /// Continue from a checkpoint (its model and optimizer replace --model and --lr).
     #[arg(long)]
     resume: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+}
+
+/// A count that must be positive (a batch of 0, or 0 training images,
+/// would train on nothing).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn model(architecture: Architecture) -> ferrometal::Result<Model> {

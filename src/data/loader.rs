@@ -13,6 +13,7 @@
 //! stream so that it need not wait for the training step in flight; the
 //! staging buffer goes back to the pool when the batch is dropped.
 
+use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex, Weak};
@@ -79,7 +80,7 @@ impl StagingPool {
         };
         staging.as_mut_slice()[..len].fill(0.0);
         Ok(StagedInputs {
-            staging: Some(staging),
+            staging: ManuallyDrop::new(staging),
             len,
             pool: Arc::downgrade(self),
         })
@@ -89,7 +90,8 @@ impl StagingPool {
 /// A batch's features in [`Staging`] memory (pinned on CUDA), handed back
 /// to the loader's pool when dropped. Reads and writes as a `[f32]`.
 pub struct StagedInputs {
-    staging: Option<Staging<f32>>,
+    // Taken out only by Drop, which hands it back to the pool.
+    staging: ManuallyDrop<Staging<f32>>,
     len: usize,
     pool: Weak<StagingPool>,
 }
@@ -97,7 +99,7 @@ pub struct StagedInputs {
 impl StagedInputs {
     /// The staging buffer (it may be longer than the batch).
     pub fn staging(&self) -> &Staging<f32> {
-        self.staging.as_ref().expect("present until dropped")
+        &self.staging
     }
 }
 
@@ -111,17 +113,15 @@ impl Deref for StagedInputs {
 impl DerefMut for StagedInputs {
     fn deref_mut(&mut self) -> &mut [f32] {
         let len = self.len;
-        &mut self
-            .staging
-            .as_mut()
-            .expect("present until dropped")
-            .as_mut_slice()[..len]
+        &mut self.staging.as_mut_slice()[..len]
     }
 }
 
 impl Drop for StagedInputs {
     fn drop(&mut self) {
-        if let (Some(staging), Some(pool)) = (self.staging.take(), self.pool.upgrade()) {
+        // SAFETY: `staging` is taken once, here, and never used again.
+        let staging = unsafe { ManuallyDrop::take(&mut self.staging) };
+        if let Some(pool) = self.pool.upgrade() {
             let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
             if idle.len() < StagingPool::MAX_IDLE {
                 idle.push(staging);
@@ -132,7 +132,9 @@ impl Drop for StagedInputs {
 
 impl Clone for StagedInputs {
     /// A copy in a new staging buffer. Panics if the host cannot provide
-    /// one, as `Vec` does.
+    /// one, as `Vec` does (`Clone` cannot return an error; no input leads
+    /// here, only exhausted memory).
+    #[allow(clippy::panic)]
     fn clone(&self) -> StagedInputs {
         let pool = self.pool.upgrade().unwrap_or_else(|| {
             Arc::new(StagingPool {

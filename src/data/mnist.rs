@@ -127,14 +127,20 @@ fn read_idx(path: &PathBuf, magic: u32) -> Result<Idx> {
     }
     let dims: Vec<usize> = (0..rank)
         .map(|i| {
-            u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize
+            let b = &bytes[4 + 4 * i..8 + 4 * i];
+            u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
         })
         .collect();
-    let count: usize = dims.iter().product();
-    if bytes.len() != header + count {
+    let count = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .and_then(|c| c.checked_add(header));
+    if count != Some(bytes.len()) {
         return Err(corrupt(&format!(
-            "{} data bytes for dims {dims:?}, expected {count}",
-            bytes.len() - header
+            "{} data bytes for dims {dims:?}, expected {}",
+            bytes.len() - header,
+            count.map_or("more than memory holds".into(), |c| (c - header)
+                .to_string())
         )));
     }
     bytes.drain(..header);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::schedule::{EarlyStopping, Schedule, Scheduler};
 use super::trainer::Trainer;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 /// Something that yields the (inputs, labels) batches of an epoch.
@@ -44,6 +44,9 @@ pub struct EpochReport {
     pub validation: Option<(f64, f64)>,
     /// Learning rate at the end of the epoch.
     pub learning_rate: f64,
+    /// Steps of the epoch the trainer's non-finite guard skipped (their
+    /// loss or a gradient held an inf or a NaN, so they changed nothing).
+    pub skipped_steps: u64,
 }
 
 /// Why a fit ended.
@@ -55,6 +58,11 @@ pub enum FitEnd {
     EarlyStopped,
     /// The stop handle was used.
     Stopped,
+    /// More steps were skipped for non-finite values than
+    /// [`Fit::skipped_steps_allowed`] allows. The weights are those of the
+    /// last good step, and checkpoints written by `on_epoch` callbacks stay
+    /// those of the last completed epoch.
+    TooManySkippedSteps,
 }
 
 type EpochCallback<'a> = Box<dyn FnMut(&EpochReport) -> Result<()> + 'a>;
@@ -69,6 +77,7 @@ pub struct Fit<'a> {
     on_epoch: Vec<EpochCallback<'a>>,
     on_step: Vec<StepCallback<'a>>,
     first_epoch: u64,
+    skipped_steps_allowed: Option<u64>,
 }
 
 impl<'a> Fit<'a> {
@@ -82,7 +91,17 @@ impl<'a> Fit<'a> {
             on_epoch: Vec::new(),
             on_step: Vec::new(),
             first_epoch: 1,
+            skipped_steps_allowed: None,
         }
+    }
+    /// Go on past up to `count` steps skipped by the trainer's non-finite
+    /// guard in the whole run (a NaN in a batch, a loss that overflowed),
+    /// and end with [`FitEnd::TooManySkippedSteps`] at the next one. By
+    /// default the first skipped step ends the fit with its
+    /// [`Error::Numerical`](crate::Error::Numerical).
+    pub fn skipped_steps_allowed(mut self, count: u64) -> Fit<'a> {
+        self.skipped_steps_allowed = Some(count);
+        self
     }
     /// A learning-rate schedule starting from the trainer's rate.
     pub fn schedule(mut self, schedule: Schedule) -> Fit<'a> {
@@ -124,15 +143,34 @@ impl<'a> Fit<'a> {
         let mut scheduler = Scheduler::new(self.schedule, trainer.learning_rate());
         let mut reports = Vec::new();
         let mut steps = 0u64;
+        let mut skipped_in_all = 0u64;
+        let skipped_before = trainer.stats()?.skipped_steps;
         for epoch in self.first_epoch..=self.epochs {
-            let (mut loss_sum, mut batches) = (0.0, 0u64);
+            let (mut loss_sum, mut batches, mut skipped) = (0.0, 0u64, 0u64);
             for item in train.batches(epoch) {
                 let (inputs, labels) = item?;
                 let lr = scheduler.on_step(steps);
                 if lr != trainer.learning_rate() {
                     trainer.set_learning_rate(lr)?;
                 }
-                let loss = trainer.step_with_loss(&inputs, &labels)?;
+                let loss = match trainer.step_with_loss(&inputs, &labels) {
+                    Ok(loss) => loss,
+                    Err(Error::Numerical(message)) if self.skipped_steps_allowed.is_some() => {
+                        // A skip (the guard counted it) or a plain
+                        // non-finite loss without the guard (an error).
+                        if trainer.stats()?.skipped_steps == skipped_before + skipped_in_all {
+                            return Err(Error::Numerical(message));
+                        }
+                        skipped_in_all += 1;
+                        skipped += 1;
+                        steps += 1;
+                        if Some(skipped_in_all) > self.skipped_steps_allowed {
+                            return Ok((FitEnd::TooManySkippedSteps, reports));
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 loss_sum += f64::from(loss);
                 batches += 1;
                 for callback in &mut self.on_step {
@@ -159,6 +197,7 @@ impl<'a> Fit<'a> {
                 train_loss,
                 validation,
                 learning_rate: lr,
+                skipped_steps: skipped,
             };
             for callback in &mut self.on_epoch {
                 callback(&report)?;
