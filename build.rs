@@ -9,6 +9,11 @@
 //! - `FERROMETAL_LIB_DIR`: link an already built `libferrometal.a` from this
 //!   directory instead of compiling (e.g. one made by native/CMakeLists.txt).
 //! - `FERROMETAL_WERROR=1`: turn C++ warnings into errors (CI sets it).
+//! - `FERROMETAL_SANITIZE=address`: build the native code with
+//!   AddressSanitizer and UndefinedBehaviorSanitizer (gcc's or clang's
+//!   runtime, whichever compiles it) and link every binary of the package
+//!   with them, so the Rust suites exercise the native code under both.
+//!   Use its own target dir (`--target-dir target/sanitize`).
 //! - `MACOSX_DEPLOYMENT_TARGET` (feature `metal`): at least 13.0, the default.
 
 use std::env;
@@ -39,6 +44,7 @@ fn main() {
         "CUDNN_HOME",
         "FERROMETAL_LIB_DIR",
         "FERROMETAL_WERROR",
+        "FERROMETAL_SANITIZE",
         "MACOSX_DEPLOYMENT_TARGET",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
@@ -155,6 +161,14 @@ fn compile_native(
         .warnings_into_errors(werror())
         .files(sources(&native.join("core"), "cpp"))
         .files(sources(&native.join("cpu"), "cpp"));
+    if sanitize() {
+        for flag in SANITIZE_FLAGS {
+            build.flag(flag);
+        }
+        for flag in SANITIZE_FLAGS {
+            println!("cargo:rustc-link-arg={flag}");
+        }
+    }
     if let Some(home) = cuda_home {
         // Its own archive, before the core's: the core refers to the CUDA
         // registration and the CUDA objects to the core's helpers, so it is
@@ -195,6 +209,23 @@ fn compile_native(
     }
     build.compile("ferrometal");
     println!("cargo:rustc-link-lib=pthread");
+}
+
+const SANITIZE_FLAGS: [&str; 3] = [
+    "-fsanitize=address,undefined",
+    "-fno-sanitize-recover=all",
+    "-fno-omit-frame-pointer",
+];
+
+fn sanitize() -> bool {
+    match env::var("FERROMETAL_SANITIZE").as_deref() {
+        Ok("address") => true,
+        Ok("") | Err(_) => false,
+        Ok(other) => {
+            eprintln!("FERROMETAL_SANITIZE={other}: the build knows only 'address' (ASan + UBSan)");
+            std::process::exit(1);
+        }
+    }
 }
 
 /// nvcc objects, device-linked by `cc` into libferrometal_cuda.a.

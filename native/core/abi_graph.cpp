@@ -115,6 +115,11 @@ fm_status fm_graph_variable(fm_value *out_value, fm_graph graph, const char *nam
         fm::VariableInit how;
         how.init = init ? *init : fm_init_default();
         if (how.init.kind == FM_INIT_DATA) {
+            // The dims are checked before they size the copy (add_variable
+            // checks them again, with the rest).
+            for (size_t i = 0; i < dims.size(); ++i) {
+                if (dims[i] < 0) fail(FM_ERR_INVALID_ARGUMENT, "argument 'shape': dim ", i, " of a variable is ", dims[i]);
+            }
             size_t bytes = size_t(fm::element_count(dims)) * fm::dtype_size(dtype, "dtype");
             if (bytes && how.init.data == nullptr) fail(FM_ERR_INVALID_ARGUMENT, "argument 'init': data is NULL");
             const auto *data = static_cast<const unsigned char *>(how.init.data);

@@ -227,7 +227,7 @@ constexpr const char *kLastSkippedStep = "trainer.last_skipped_step";
 Trainer::Trainer(std::shared_ptr<Device> device, LayerSpecs layers, Shape input_shape,
                  const fm_optimizer &optimizer, const fm_loss_config &loss, uint64_t seed,
                  const fm_trainer_options &options)
-    : layers_(std::move(layers)), input_shape_(std::move(input_shape)), loss_config_(loss), optimizer_(optimizer),
+    : layers_(std::move(layers)), input_shape_(std::move(input_shape)), optimizer_(optimizer),
       graph_(std::make_shared<Graph>()), guarded_(options.nonfinite_guard != 0) {
     check_optimizer(optimizer);
     Graph &g = *graph_;
@@ -426,6 +426,7 @@ std::vector<StateVariable> Inference::state_variables() const {
 }
 
 void Inference::save(const std::string &path, const std::string &host_metadata) {
+    std::lock_guard<std::mutex> lock(mutex_);
     CheckpointInfo info;
     info.optimizer = "none";
     info.host_metadata = host_metadata;
@@ -433,10 +434,12 @@ void Inference::save(const std::string &path, const std::string &host_metadata) 
 }
 
 void Inference::load(const std::string &path) {
+    std::lock_guard<std::mutex> lock(mutex_);
     load_checkpoint(*exec_, state_variables(), "none", LoadMode::WeightsOnly, path);
 }
 
 std::shared_ptr<Tensor> Inference::infer(const std::shared_ptr<Tensor> &inputs) {
+    std::lock_guard<std::mutex> lock(mutex_);
     if (inputs->shape.empty() || inputs->shape[0] == 0) {
         fail(FM_ERR_SHAPE_MISMATCH, "argument 'inputs': the batch is empty (shape ", to_string(inputs->shape), ")");
     }

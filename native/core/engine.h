@@ -80,7 +80,6 @@ private:
 
     LayerSpecs layers_;
     Shape input_shape_;
-    fm_loss_config loss_config_;
     fm_optimizer optimizer_;
     std::shared_ptr<Graph> graph_;
     Model model_;
@@ -115,6 +114,7 @@ private:
     std::shared_ptr<Graph> graph_;
     Model model_;
     std::shared_ptr<Exec> exec_;
+    std::mutex mutex_;  // serialises infer, save and load (a load is many writes)
 };
 
 }  // namespace fm

@@ -23,6 +23,13 @@ void expect_dtype(fm_dtype dtype, fm_dtype wanted, const char *origin, const cha
     }
 }
 
+// The layout kernels (slice, concat, broadcast) move 4-byte elements.
+void expect_four_bytes(fm_dtype dtype, const char *origin, const char *input) {
+    if (dtype != FM_DTYPE_F32 && dtype != FM_DTYPE_I32) {
+        fail(FM_ERR_DTYPE_MISMATCH, origin, ": input '", input, "' must be f32 or i32, not ", fm_dtype_str(dtype));
+    }
+}
+
 void expect_rank(const Shape &shape, size_t rank, const char *origin, const char *input) {
     if (shape.size() != rank) {
         fail(FM_ERR_SHAPE_MISMATCH, origin, ": input '", input, "' must have rank ", rank,
@@ -89,9 +96,10 @@ Inferred infer_conv(const fm_op_attrs &a, const Shape &x, const Shape &w, const 
         fail(FM_ERR_SHAPE_MISMATCH, origin, ": groups ", a.groups, " must divide the input channels (",
              x[1], ") and output channels (", w[0], ")");
     }
-    if (w[1] * a.groups != x[1]) {
-        fail(FM_ERR_SHAPE_MISMATCH, origin, ": input ", to_string(x), " has ", x[1],
-             " channels but weight ", to_string(w), " expects ", w[1] * a.groups, " (dim 1 x groups)");
+    int64_t channels = 0;
+    if (__builtin_mul_overflow(w[1], a.groups, &channels) || channels != x[1]) {
+        fail(FM_ERR_SHAPE_MISMATCH, origin, ": input ", to_string(x), " has ", x[1], " channels but weight ",
+             to_string(w), " expects dim 1 (", w[1], ") x groups (", a.groups, ")");
     }
     int64_t oh = window_output(x[2], w[2], a.stride[0], a.padding[0], a.dilation[0]);
     int64_t ow = window_output(x[3], w[3], a.stride[1], a.padding[1], a.dilation[1]);
@@ -136,9 +144,10 @@ void resolve_slice(const Shape &shape, const fm_op_attrs &attrs, int64_t *starts
 }
 
 int64_t window_output(int64_t in, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation) {
-    int64_t span = dilation * (kernel - 1) + 1;
-    if (in + 2 * pad < span) return 0;
-    return (in + 2 * pad - span) / stride + 1;
+    // In 128 bits: a hostile weight shape times the dilation overflows 64.
+    __int128 span = __int128(dilation) * (kernel - 1) + 1, padded = __int128(in) + 2 * __int128(pad);
+    if (padded < span || stride <= 0) return 0;
+    return int64_t((padded - span) / stride + 1);
 }
 
 Inferred infer(Prim prim, const fm_op_attrs &a, const Shapes &s, const std::vector<fm_dtype> &d,
@@ -198,7 +207,11 @@ Inferred infer(Prim prim, const fm_op_attrs &a, const Shapes &s, const std::vect
                 fail(FM_ERR_SHAPE_MISMATCH, origin, ": input ", to_string(dy), " has ", dy[1],
                      " channels but weight ", to_string(w), " expects ", w[0], " (dim 0)");
             }
-            Shape x{dy[0], w[1] * a.groups, a.shape[0], a.shape[1]};
+            int64_t channels = 0;
+            if (a.groups < 1 || __builtin_mul_overflow(w[1], a.groups, &channels)) {
+                fail(FM_ERR_SHAPE_MISMATCH, origin, ": weight ", to_string(w), " x groups ", a.groups, " is out of range");
+            }
+            Shape x{dy[0], channels, a.shape[0], a.shape[1]};
             if (infer_conv(a, x, w, origin).shape != dy) {
                 fail(FM_ERR_SHAPE_MISMATCH, origin, ": ", to_string(dy), " is not the convolution output of ",
                      to_string(x));
@@ -246,6 +259,7 @@ Inferred infer(Prim prim, const fm_op_attrs &a, const Shapes &s, const std::vect
             return {reduced(*s[0], a), FM_DTYPE_I32};
         case Prim::ReduceToLike:
             expect_inputs(s, 2, origin);
+            expect_dtype(d[0], FM_DTYPE_F32, origin, "x");
             if (!broadcasts_to(*s[1], *s[0])) {
                 fail(FM_ERR_SHAPE_MISMATCH, origin, ": ", to_string(*s[1]), " does not broadcast to ",
                      to_string(*s[0]));
@@ -257,6 +271,7 @@ Inferred infer(Prim prim, const fm_op_attrs &a, const Shapes &s, const std::vect
                 fail(FM_ERR_SHAPE_MISMATCH, origin, ": ", s.empty() ? "nothing" : to_string(*s[0]),
                      " does not broadcast to ", to_string(target));
             }
+            expect_four_bytes(d[0], origin, "x");
             return {target, d[0]};
         }
         case Prim::ElementCount:
@@ -289,7 +304,15 @@ Inferred infer(Prim prim, const fm_op_attrs &a, const Shapes &s, const std::vect
             expect_inputs(s, 1, origin);
             size_t rank = s[0]->size() + a.num_axes;
             uint32_t mask = 0;
-            for (size_t i = 0; i < a.num_axes; ++i) mask |= 1u << a.axes[i];
+            for (size_t i = 0; i < a.num_axes; ++i) {
+                // Resolved axes of the result, each once (the builders make
+                // them so; checked because the loop below relies on it).
+                if (a.axes[i] < 0 || size_t(a.axes[i]) >= rank || (mask >> a.axes[i] & 1)) {
+                    fail(FM_ERR_INVALID_ARGUMENT, origin, ": unsqueeze axis ", a.axes[i], " is out of range for rank ",
+                         rank, " or listed twice");
+                }
+                mask |= 1u << a.axes[i];
+            }
             Shape out;
             size_t next = 0;
             for (size_t i = 0; i < rank; ++i) out.push_back((mask >> i) & 1 ? 1 : (*s[0])[next++]);
@@ -297,6 +320,7 @@ Inferred infer(Prim prim, const fm_op_attrs &a, const Shapes &s, const std::vect
         }
         case Prim::SliceBackward:
             expect_inputs(s, 2, origin);
+            expect_dtype(d[0], FM_DTYPE_F32, origin, "dy");
             return {*s[1], d[0]};
         case Prim::Reshape:
             if (s.size() == 2) {
@@ -319,16 +343,19 @@ Inferred infer(Prim prim, const fm_op_attrs &a, const Shapes &s, const std::vect
             int64_t starts[FM_MAX_RANK];
             Shape out;
             resolve_slice(*s[0], a, starts, &out);
+            expect_four_bytes(d[0], origin, "x");
             return {out, d[0]};
         }
         case Prim::Pad: {
             expect_inputs(s, 1, origin);
+            expect_dtype(d[0], FM_DTYPE_F32, origin, "x");
             Shape out = *s[0];
             for (size_t i = 0; i < out.size(); ++i) out[i] += a.pad_before[i] + a.pad_after[i];
             return {out, d[0]};
         }
         case Prim::Concat: {
             if (s.empty()) fail(FM_ERR_INVALID_ARGUMENT, origin, ": needs at least one input");
+            expect_four_bytes(d[0], origin, "inputs");
             int axis = static_cast<int>(a.axes[0]);
             Shape out = *s[0];
             for (size_t i = 1; i < s.size(); ++i) {

@@ -131,6 +131,15 @@ public:
     }
 
     void window_attrs(bool pool) {
+        // Bounded so that no window arithmetic on dims up to kMaxElements
+        // can overflow.
+        constexpr int64_t kMaxWindow = int64_t(1) << 24;
+        for (int i = 0; i < 2; ++i) {
+            for (int64_t v : {a.kernel_size[i], a.stride[i], a.padding[i], a.dilation[i], a.output_padding[i]}) {
+                if (v > kMaxWindow) bad(FM_ERR_INVALID_ARGUMENT, "window sizes must be at most 2^24, got " + std::to_string(v));
+            }
+        }
+        if (a.groups > kMaxWindow) bad(FM_ERR_INVALID_ARGUMENT, "groups must be at most 2^24");
         for (int i = 0; i < 2; ++i) {
             if (pool && a.kernel_size[i] <= 0) bad(FM_ERR_INVALID_ARGUMENT, "kernel_size must be positive");
             if (pool && a.stride[i] == 0) a.stride[i] = a.kernel_size[i];
@@ -254,8 +263,12 @@ uint32_t OpBuilder::build(fm_op op) {
                 if (a.output_padding[i] < 0 || a.output_padding[i] >= std::max(a.stride[i], a.dilation[i])) {
                     bad(FM_ERR_INVALID_ARGUMENT, "output_padding must be smaller than stride or dilation");
                 }
-                a.shape[i] = (xs[2 + i] - 1) * a.stride[i] - 2 * a.padding[i] + a.dilation[i] * (ws[2 + i] - 1) +
-                             a.output_padding[i] + 1;
+                __int128 size = (__int128(xs[2 + i]) - 1) * a.stride[i] - 2 * a.padding[i] +
+                                __int128(a.dilation[i]) * (ws[2 + i] - 1) + a.output_padding[i] + 1;
+                if (size < 1 || size > kMaxElements) {
+                    bad(FM_ERR_SHAPE_MISMATCH, "the output size along dim " + std::to_string(2 + i) + " is out of range");
+                }
+                a.shape[i] = int64_t(size);
             }
             uint32_t y = prim(Prim::Conv2dBackwardInput, {x, in[1]}, a);
             return in.size() == 3 ? add_channel_bias(y, in[2]) : y;
@@ -502,6 +515,14 @@ uint32_t build_op(Graph &graph, fm_op op, const std::vector<uint32_t> &inputs, f
     }
     if (static_cast<unsigned>(attrs.reduction) >= FM_REDUCTION_COUNT) {
         fail(FM_ERR_INVALID_ARGUMENT, info.name, ": unknown reduction ", int(attrs.reduction));
+    }
+    // The attribute arrays hold FM_MAX_RANK entries: every op reads at most
+    // num_axes of axes/starts/ends and rank of shape.
+    if (attrs.num_axes > FM_MAX_RANK) {
+        fail(FM_ERR_INVALID_ARGUMENT, info.name, ": num_axes ", attrs.num_axes, " exceeds FM_MAX_RANK (", FM_MAX_RANK, ")");
+    }
+    if (attrs.rank > FM_MAX_RANK) {
+        fail(FM_ERR_INVALID_ARGUMENT, info.name, ": rank ", attrs.rank, " exceeds FM_MAX_RANK (", FM_MAX_RANK, ")");
     }
     OpBuilder builder(graph, info.name, inputs, attrs);
     return builder.build(op);

@@ -764,7 +764,10 @@ fm_status fm_graph_optimizer(fm_value *out_step, fm_graph graph, const fm_optimi
 /* ---------------------------------------------------------------------------
  * fm_exec_* — a graph compiled for a device
  *
- * Thread-safety: an executable is run by one thread at a time.
+ * Thread-safety: an executable may be shared by threads. Its calls are
+ * serialised: each holds the executable's lock while it runs, so runs,
+ * variable reads and writes never interleave (one waits for the other).
+ * A stream passed to fm_exec_run is used as streams are.
  * ------------------------------------------------------------------------- */
 
 typedef uintptr_t fm_exec;
@@ -837,6 +840,11 @@ fm_status fm_exec_planned_memory(uint64_t *out_peak_bytes, uint64_t *out_unshare
  * statistics), the loss, its gradients and the optimizer update, plus an
  * evaluation pass over the same parameters; a training step is then one
  * call and one submission, and parameters never leave the device.
+ *
+ * Thread-safety: trainers and inference engines may be shared by threads.
+ * Each call holds the engine's lock, so calls from several threads are
+ * serialised, never interleaved: two threads stepping one trainer take
+ * turns, and a save sees the state between two steps.
  * ========================================================================= */
 
 /** Layer kinds. Values are stable; new ones only before FM_LAYER_COUNT. */
@@ -1016,7 +1024,8 @@ fm_status fm_inference_from_trainer(fm_inference *out_inference, fm_trainer trai
                                     fm_device device);
 
 /** The model's outputs for `inputs` ([n, input_shape...] f32). New reference.
- *  Thread-safety: one thread at a time per engine. */
+ *  Thread-safety: an engine may be shared by threads; its calls are
+ *  serialised as an executable's are. */
 fm_status fm_infer(fm_tensor *out_outputs, fm_inference inference, fm_tensor inputs);
 
 /** The engine's executable, for reading and writing parameters. New reference. */

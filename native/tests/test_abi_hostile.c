@@ -176,6 +176,64 @@ static void test_zero_byte_transfers(fm_device device) {
     fm_release(empty);
 }
 
+/* Found by fuzz_abi (native/fuzz): each once read or wrote out of bounds
+ * or overflowed, under ASan/UBSan. */
+static void test_fuzzer_findings(fm_device device) {
+    fm_graph graph = 0;
+    CHECK_OK(fm_graph_new(&graph));
+    fm_value v = 0, out = 0;
+    /* FM_INIT_DATA with a negative dim sized the copy from the caller's data. */
+    const float data[4] = {1, 2, 3, 4};
+    const int64_t negative[2] = {-3, 2};
+    fm_init init = fm_init_default();
+    init.kind = FM_INIT_DATA;
+    init.data = data;
+    EXPECT(FM_ERR_INVALID_ARGUMENT, fm_graph_variable(&v, graph, "w", FM_DTYPE_F32, negative, 2, &init));
+    /* Slice read attrs.axes past FM_MAX_RANK when num_axes was larger. */
+    const int64_t shape[4] = {2, 3, 4, 5};
+    fm_value x = 0;
+    CHECK_OK(fm_graph_placeholder(&x, graph, "x", FM_DTYPE_F32, shape, 4));
+    fm_op_attrs attrs = fm_op_attrs_default();
+    attrs.num_axes = FM_MAX_RANK + 1;
+    EXPECT(FM_ERR_INVALID_ARGUMENT, fm_graph_op(&out, graph, FM_OP_SLICE, &x, 1, &attrs));
+    /* A transposed convolution's output size overflowed with a huge stride. */
+    const int64_t weight_shape[4] = {3, 2, 3, 3};
+    fm_value w = 0;
+    init = fm_init_default();
+    CHECK_OK(fm_graph_variable(&w, graph, "cw", FM_DTYPE_F32, weight_shape, 4, &init));
+    fm_value conv_inputs[2] = {x, w};
+    attrs = fm_op_attrs_default();
+    attrs.stride[0] = (int64_t)1 << 57;
+    EXPECT(FM_ERR_INVALID_ARGUMENT, fm_graph_op(&out, graph, FM_OP_CONV_TRANSPOSE2D, conv_inputs, 2, &attrs));
+    attrs = fm_op_attrs_default();
+    attrs.dilation[1] = (int64_t)1 << 40;
+    EXPECT(FM_ERR_INVALID_ARGUMENT, fm_graph_op(&out, graph, FM_OP_CONV2D, conv_inputs, 2, &attrs));
+    /* Concat (and the other layout kernels) copied 4-byte elements out of
+     * a u8 variable's 1-byte ones. */
+    const int64_t small[2] = {4, 4};
+    fm_value bytes = 0;
+    CHECK_OK(fm_graph_variable(&bytes, graph, "u", FM_DTYPE_U8, small, 2, &init));
+    attrs = fm_op_attrs_default();
+    EXPECT(FM_ERR_DTYPE_MISMATCH, fm_graph_op(&out, graph, FM_OP_CONCAT, &bytes, 1, &attrs));
+    attrs.num_axes = 1;
+    attrs.axes[0] = 0;
+    attrs.starts[0] = 1;
+    attrs.ends[0] = 3;
+    EXPECT(FM_ERR_DTYPE_MISMATCH, fm_graph_op(&out, graph, FM_OP_SLICE, &bytes, 1, &attrs));
+    /* f32 and i32 still concatenate. */
+    fm_value ints = 0;
+    CHECK_OK(fm_graph_variable(&ints, graph, "i", FM_DTYPE_I32, small, 2, &init));
+    attrs = fm_op_attrs_default();
+    CHECK_OK(fm_graph_op(&out, graph, FM_OP_CONCAT, &ints, 1, &attrs));
+    fm_exec exec = 0;
+    CHECK_OK(fm_graph_compile(&exec, graph, device));
+    fm_tensor result = 0;
+    CHECK_OK(fm_exec_run(exec, NULL, 0, &out, 1, &result, 0));
+    fm_release(result);
+    fm_release(exec);
+    fm_release(graph);
+}
+
 int main(void) {
     fm_device device = open_cpu();
     test_generations_never_wrap(device);
@@ -184,6 +242,7 @@ int main(void) {
     test_rank_limit();
     test_overflowing_shapes(device);
     test_zero_byte_transfers(device);
+    test_fuzzer_findings(device);
     fm_release(device);
     printf("test_abi_hostile: %d checks, %d failed\n", checks, failures);
     return failures == 0 ? 0 : 1;

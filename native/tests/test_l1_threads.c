@@ -16,28 +16,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "c_test_support.h"
 #include "ferrometal.h"
 
 enum { THREADS = 8, ITERATIONS = 300, SHARED_SLOTS = 4, ELEMENTS = 257 };
 
-static pthread_mutex_t report_mutex = PTHREAD_MUTEX_INITIALIZER;
-static int checks;
-static int failures;
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        int ok_ = (cond);                                                            \
-        pthread_mutex_lock(&report_mutex);                                           \
-        checks++;                                                                    \
-        if (!ok_) {                                                                  \
-            failures++;                                                              \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed (fm_last_error: \"%s\")\n",     \
-                    __FILE__, __LINE__, #cond, fm_last_error());                     \
-        }                                                                            \
-        pthread_mutex_unlock(&report_mutex);                                         \
-    } while (0)
-
-#define CHECK_OK(call) CHECK((call) == FM_OK)
 
 static fm_device shared_device;
 

@@ -1145,7 +1145,7 @@ unsafe extern "C" {
     ) -> fm_status;
 }
 unsafe extern "C" {
-    #[doc = " The model's outputs for `inputs` ([n, input_shape...] f32). New reference.\n  Thread-safety: one thread at a time per engine."]
+    #[doc = " The model's outputs for `inputs` ([n, input_shape...] f32). New reference.\n  Thread-safety: an engine may be shared by threads; its calls are\n  serialised as an executable's are."]
     pub fn fm_infer(
         out_outputs: *mut fm_tensor,
         inference: fm_inference,
