@@ -13,7 +13,11 @@
 //!   AddressSanitizer and UndefinedBehaviorSanitizer (gcc's or clang's
 //!   runtime, whichever compiles it) and link every binary of the package
 //!   with them, so the Rust suites exercise the native code under both.
-//!   Use its own target dir (`--target-dir target/sanitize`).
+//!   Use its own target dir, and preload the runtime, which must come
+//!   first (.ci/run does this):
+//!   `FERROMETAL_SANITIZE=address CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="env
+//!   LD_PRELOAD=$(gcc -print-file-name=libasan.so)" cargo test --release
+//!   --target-dir target/sanitize`.
 //! - `MACOSX_DEPLOYMENT_TARGET` (feature `metal`): at least 13.0, the default.
 
 use std::env;
@@ -165,8 +169,18 @@ fn compile_native(
         for flag in SANITIZE_FLAGS {
             build.flag(flag);
         }
-        for flag in SANITIZE_FLAGS {
-            println!("cargo:rustc-link-arg={flag}");
+        // The vptr check needs UBSan's C++ runtime, which rustc's link line
+        // (-nodefaultlibs) leaves out; the native tests keep it.
+        build.flag("-fno-sanitize=vptr");
+        // rustc links with -nodefaultlibs, so the driver's -fsanitize does
+        // not add the runtimes: name them (not dropped as unneeded).
+        for arg in [
+            "-Wl,--push-state,--no-as-needed",
+            "-lasan",
+            "-lubsan",
+            "-Wl,--pop-state",
+        ] {
+            println!("cargo:rustc-link-arg={arg}");
         }
     }
     if let Some(home) = cuda_home {

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "common/mod.rs"]
+mod common;
+
 use ferrometal::checkpoint::{self, TrainingState};
 use ferrometal::{Device, Error, Inference, Loss, Model, Optimizer, Tensor, Trainer};
 
@@ -46,17 +49,6 @@ fn train(t: &mut Trainer, device: &Device, steps: usize) {
     for _ in 0..steps {
         t.step(&x, &y).unwrap();
     }
-}
-
-fn state(t: &Trainer) -> Vec<(String, Vec<f32>)> {
-    t.state_names()
-        .unwrap()
-        .into_iter()
-        .map(|(name, _)| {
-            let values = t.read_state(&name).unwrap();
-            (name, values)
-        })
-        .collect()
 }
 
 /// A fresh folder for one test.
@@ -102,7 +94,7 @@ fn every_corrupted_checkpoint_is_refused_and_changes_nothing() {
     let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
 
     let mut victim = trainer(&device, &Optimizer::adam(1e-2), 2);
-    let before = state(&victim);
+    let before = common::state_of(&victim);
     let path = dir.join("mutated.safetensors");
     let mut refuse = |what: String, content: &[u8]| {
         std::fs::write(&path, content).unwrap();
@@ -152,13 +144,13 @@ fn every_corrupted_checkpoint_is_refused_and_changes_nothing() {
         }
     }
     assert_eq!(
-        state(&victim),
+        common::state_of(&victim),
         before,
         "a refused checkpoint changed the trainer"
     );
     // The good file still loads, bit for bit.
     checkpoint::load_into(&mut victim, &good).unwrap();
-    assert_eq!(state(&victim), state(&source));
+    assert_eq!(common::state_of(&victim), common::state_of(&source));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -356,7 +348,7 @@ fn threads_saving_to_one_path_leave_one_whole_checkpoint() {
                     for _ in 0..10 {
                         checkpoint::save(&t, &path, &TrainingState::default()).unwrap();
                     }
-                    state(&t)
+                    common::state_of(&t)
                 })
             })
             .collect();
@@ -364,7 +356,10 @@ fn threads_saving_to_one_path_leave_one_whole_checkpoint() {
     });
     let mut loaded = trainer(&device, &Optimizer::adam(1e-2), 99);
     checkpoint::load_into(&mut loaded, &path).unwrap();
-    assert!(states.contains(&state(&loaded)), "the file mixes savers");
+    assert!(
+        states.contains(&common::state_of(&loaded)),
+        "the file mixes savers"
+    );
     assert_eq!(temporaries(&dir), Vec::<String>::new());
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -277,25 +277,13 @@ fn a_diverging_loss_is_an_error_naming_the_step() {
     }
 }
 
-/// Every state variable's values, by name.
-fn all_state(t: &Trainer) -> Vec<(String, Vec<f32>)> {
-    t.state_names()
-        .unwrap()
-        .into_iter()
-        .map(|(name, _)| {
-            let values = t.read_state(&name).unwrap();
-            (name, values)
-        })
-        .collect()
-}
-
 #[test]
 fn a_non_finite_step_changes_nothing_and_is_reported_with_its_number() {
     for device in common::graph_devices() {
         let mut t = trainer(&device);
         let good = batches(&device);
         t.step(&good[0].0, &good[0].1).unwrap();
-        let before = all_state(&t);
+        let before = common::state_of(&t);
         let mut xs = data(32, 8, 5).0;
         xs[3] = f32::NAN;
         let poisoned = Tensor::from_slice(&device, &[32, 8], &xs).unwrap();
@@ -316,7 +304,7 @@ fn a_non_finite_step_changes_nothing_and_is_reported_with_its_number() {
         t.synchronize().unwrap(); // reported once
                                   // Weights, Adam's moments, BatchNorm's running statistics and the
                                   // step counter are all as they were.
-        assert_eq!(all_state(&t), before);
+        assert_eq!(common::state_of(&t), before);
         let stats = t.stats().unwrap();
         assert_eq!(
             (stats.steps, stats.skipped_steps, stats.last_skipped_step),
@@ -324,7 +312,7 @@ fn a_non_finite_step_changes_nothing_and_is_reported_with_its_number() {
         );
         // Training goes on from where it was.
         t.step_with_loss(&good[2].0, &good[2].1).unwrap();
-        assert_ne!(all_state(&t), before);
+        assert_ne!(common::state_of(&t), before);
         let prediction = t.predict(&good[0].0).unwrap().to_vec::<f32>().unwrap();
         assert!(prediction.iter().all(|v| v.is_finite()));
     }
@@ -406,14 +394,14 @@ fn batch_norm_over_one_value_per_channel_is_refused() {
         let mut t = Trainer::new(&device, &model, &Optimizer::sgd(0.1), Loss::Mse, 0).unwrap();
         let x = Tensor::from_slice(&device, &[1, 4], &[1.0f32, 2.0, 3.0, 4.0]).unwrap();
         let y = Tensor::from_slice(&device, &[1, 2], &[0.0f32, 1.0]).unwrap();
-        let before = all_state(&t);
+        let before = common::state_of(&t);
         let error = t.step(&x, &y).unwrap_err();
         assert!(
             matches!(error, Error::ShapeMismatch(_))
                 && error.message().contains("one value per channel"),
             "{error}"
         );
-        assert_eq!(all_state(&t), before);
+        assert_eq!(common::state_of(&t), before);
         // Evaluation of one sample uses the running statistics: fine.
         t.predict(&x).unwrap();
     }

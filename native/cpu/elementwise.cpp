@@ -27,8 +27,10 @@
 
 // Compiled for AVX-512 and AVX2 too, picked by the loader. The build turns
 // contraction into FMA off (-ffp-contract=off), so every clone rounds as
-// the baseline does.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+// the baseline does. Not under ThreadSanitizer: the loader runs the clones'
+// resolvers before the sanitizer's runtime starts, and they crash there.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__) && \
+    !defined(__SANITIZE_THREAD__)
 #define FM_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define FM_VECTOR_CLONES

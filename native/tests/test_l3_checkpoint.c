@@ -17,13 +17,18 @@
 
 enum { FEATURES = 6, CLASSES = 3, BATCH = 8 };
 
-static fm_trainer new_trainer(fm_device device, fm_optimizer_kind kind, uint64_t seed) {
-    fm_layer_spec layers[3];
+/* The model: dense 5, relu, dense CLASSES over FEATURES inputs. */
+static void model_layers(fm_layer_spec layers[3]) {
     layers[0] = fm_layer_spec_default(FM_LAYER_DENSE);
     layers[0].units = 5;
     layers[1] = fm_layer_spec_default(FM_LAYER_RELU);
     layers[2] = fm_layer_spec_default(FM_LAYER_DENSE);
     layers[2].units = CLASSES;
+}
+
+static fm_trainer new_trainer(fm_device device, fm_optimizer_kind kind, uint64_t seed) {
+    fm_layer_spec layers[3];
+    model_layers(layers);
     const int64_t input_shape[] = {FEATURES};
     fm_optimizer optimizer = fm_optimizer_default(kind);
     fm_loss_config loss = {FM_OP_SOFTMAX_CROSS_ENTROPY, 0.0, 1.0};
@@ -105,11 +110,7 @@ int main(void) {
     /* An inference engine takes the weights, and saves its own. */
     fm_inference inference = 0;
     fm_layer_spec layers[3];
-    layers[0] = fm_layer_spec_default(FM_LAYER_DENSE);
-    layers[0].units = 5;
-    layers[1] = fm_layer_spec_default(FM_LAYER_RELU);
-    layers[2] = fm_layer_spec_default(FM_LAYER_DENSE);
-    layers[2].units = CLASSES;
+    model_layers(layers);
     const int64_t input_shape[] = {FEATURES};
     CHECK_OK(fm_inference_new(&inference, device, layers, 3, input_shape, 1));
     CHECK_OK(fm_inference_load(inference, path));

@@ -1,6 +1,6 @@
 //! Helpers shared by the integration test binaries.
 
-use ferrometal::{Device, Error};
+use ferrometal::{Device, Error, Trainer};
 
 /// The CPU plus every GPU this build can reach.
 pub fn devices() -> Vec<Device> {
@@ -39,5 +39,20 @@ pub fn graph_devices() -> Vec<Device> {
                 ),
             },
         )
+        .collect()
+}
+
+/// Every state variable of `trainer` (weights, statistics, optimizer
+/// state) with its values, by name, to compare whole states.
+#[allow(dead_code)] // not every test binary trains
+pub fn state_of(trainer: &Trainer) -> Vec<(String, Vec<f32>)> {
+    trainer
+        .state_names()
+        .unwrap()
+        .into_iter()
+        .map(|(name, _)| {
+            let values = trainer.read_state(&name).unwrap();
+            (name, values)
+        })
         .collect()
 }
