@@ -336,7 +336,9 @@ fn every_fixture_is_tested() {
             continue;
         }
         let stem = path.file_stem().unwrap().to_str().unwrap().to_owned();
-        if stem != "optimizer_defaults" && !ALL.contains(&stem.as_str()) {
+        // Two fixtures have tests of their own shape below.
+        let own_test = ["optimizer_defaults", "cnn64_trajectories"];
+        if !own_test.contains(&stem.as_str()) && !ALL.contains(&stem.as_str()) {
             missing.push(stem);
         }
     }

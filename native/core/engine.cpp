@@ -292,8 +292,10 @@ void Trainer::check_batch(const std::shared_ptr<Tensor> &inputs, const char *fun
 float Trainer::step(const std::shared_ptr<Tensor> &inputs, const std::shared_ptr<Tensor> &labels, bool read_loss) {
     std::lock_guard<std::mutex> lock(mutex_);
     check_batch(inputs, "step");
+    // The same fetches with or without reading the loss: one plan (and one
+    // arena) serves both kinds of step.
     std::vector<uint32_t> fetches{loss_, update_};
-    if (guarded_ && read_loss) fetches.push_back(finite_);
+    if (guarded_) fetches.push_back(finite_);
     auto out = exec_->run({{model_.input, inputs}, {labels_, labels}}, fetches, nullptr);
     ++steps_;
     if (!read_loss) return 0.0f;
