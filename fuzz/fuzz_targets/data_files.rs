@@ -22,7 +22,11 @@ fn parts(data: &[u8], n: usize) -> Vec<&[u8]> {
     let mut out = Vec::new();
     let mut at = 0;
     for (i, c) in cuts.iter().enumerate() {
-        let end = if i + 1 == n { rest.len() } else { (at + *c as usize * 8).min(rest.len()) };
+        let end = if i + 1 == n {
+            rest.len()
+        } else {
+            (at + *c as usize * 8).min(rest.len())
+        };
         out.push(&rest[at..end]);
         at = end;
     }

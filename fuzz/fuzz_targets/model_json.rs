@@ -14,9 +14,17 @@ fuzz_target!(|data: &[u8]| {
     let units: i64 = model
         .layers
         .iter()
-        .map(|l| l.units.clamp(0, 1 << 20) * l.kernel_size[0].clamp(0, 64) * l.kernel_size[1].clamp(0, 64))
+        .map(|l| {
+            l.units.clamp(0, 1 << 20)
+                * l.kernel_size[0].clamp(0, 64)
+                * l.kernel_size[1].clamp(0, 64)
+        })
         .sum();
-    let inputs: i64 = model.input_shape.iter().map(|d| d.clamp(&0, &(1 << 20))).product();
+    let inputs: i64 = model
+        .input_shape
+        .iter()
+        .map(|d| d.clamp(&0, &(1 << 20)))
+        .product();
     if units > 1 << 16 || inputs > 1 << 16 {
         return;
     }
