@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Loss trajectories of the cnn64 reference model under PyTorch, for
-tests/optimizer_trajectories.rs: 30 steps of SGD with momentum, Adam, AdamW
+tests/pytorch_fixtures.rs (cnn64_follows_pytorch_...): 30 steps of SGD with momentum, Adam, AdamW
 and Nadam from the same weights on the same batches as ferrometal.
 
 Weights and batches are not stored: both sides generate them from the same

@@ -448,21 +448,10 @@ struct TrajectoryCase {
 
 #[test]
 fn cnn64_follows_pytorch_over_30_steps_with_every_adam_variant() {
-    use ferrometal::{Loss, Model, Trainer};
+    use ferrometal::{Loss, Trainer};
     let fx: Trajectories = load("cnn64_trajectories");
-    let model = Model::builder([3, 64, 64])
-        .conv2d_with(8, 3, 2, 1)
-        .relu()
-        .conv2d_with(16, 3, 2, 1)
-        .relu()
-        .conv2d_with(32, 3, 2, 1)
-        .relu()
-        .flatten()
-        .dense(64)
-        .relu()
-        .dense(2)
-        .build()
-        .unwrap();
+    // The reference model, as bench/make_trajectories.py builds it.
+    let model = ferrometal::nn::reference::cnn64(2).unwrap();
     // Adam's family within 1e-5 relative of PyTorch's loss over every step,
     // as SGD with momentum (1e-6); before the bias corrections were computed
     // without cancellation, Adam drifted to 8.9e-5.
