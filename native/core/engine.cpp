@@ -229,7 +229,6 @@ Trainer::Trainer(std::shared_ptr<Device> device, LayerSpecs layers, Shape input_
                  const fm_trainer_options &options)
     : layers_(std::move(layers)), input_shape_(std::move(input_shape)), optimizer_(optimizer),
       graph_(std::make_shared<Graph>()), guarded_(options.nonfinite_guard != 0) {
-    check_optimizer(optimizer);
     Graph &g = *graph_;
     model_ = build_model(g, layers_.specs(), input_shape_, seed, true);
     classification_ = loss.loss == FM_OP_SOFTMAX_CROSS_ENTROPY;
